@@ -1,0 +1,106 @@
+"""The one typed config shared by the engine, the CLI, Serve and Jobs.
+
+Every default lives here. Serve and Jobs wrap an `RMConfig` and add only their own settings;
+the CLI generates its flags from these fields (see `rmcluster.config_cli`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Token budgets per device kind, used when `max_batch_tokens` is left unset.
+# CPU: small batches win (big matmuls are already at peak, masks and padding cost); see bench/RESULTS.md.
+# CUDA: batch-1 prefill leaves the GPU idle, so large budgets.
+DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768}
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are an error, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(StrictModel):
+    kind: Literal["sequence_classifier"] = Field(
+        "sequence_classifier",
+        description="Scorer kind. 'sequence_classifier': AutoModelForSequenceClassification, score = logit 0.",
+    )
+    name: str = Field(
+        "demo",
+        description="HF model id, local path, or 'demo' for the embedded demo model (meaningless scores).",
+        json_schema_extra={"cli": "--model"},
+    )
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': bfloat16 on CUDA, float32 on CPU."
+    )
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
+        "auto", description="'auto': flash_attention_2 when flash_attn imports and CUDA is present, else sdpa."
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    device_map: Optional[Literal["auto"]] = Field(
+        None, description="'auto' spreads one model over all GPUs visible to this process (models too big for one GPU)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modeling code from the checkpoint.")
+    num_labels: Optional[int] = Field(
+        None, ge=1, description="Override the checkpoint's num_labels; unset keeps the checkpoint's head."
+    )
+
+
+class TokenizationConfig(StrictModel):
+    max_length: Optional[int] = Field(
+        None, ge=2, description="Longest item in tokens; unset means the model's max_position_embeddings."
+    )
+    on_overflow: Literal["error", "truncate_left"] = Field(
+        "error",
+        description="'error' rejects over-long items; 'truncate_left' drops the oldest prompt tokens, "
+        "keeping BOS and the whole final message, and flags the item as truncated.",
+    )
+
+
+class BatchingConfig(StrictModel):
+    max_batch_tokens: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Token budget per forward pass, counted as padded tokens (rows x longest row). "
+        f"Unset: per device, {DEFAULT_BATCH_TOKENS}.",
+    )
+    max_batch_size: int = Field(64, ge=1, description="Most items in one forward pass.")
+
+    def token_budget(self, device_type: str) -> int:
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        return DEFAULT_BATCH_TOKENS.get(device_type, DEFAULT_BATCH_TOKENS["cuda"])
+
+
+class RMConfig(StrictModel):
+    """What to score with and how: model, tokenization and batching."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tokenization: TokenizationConfig = Field(default_factory=TokenizationConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        # `model: Skywork/...` is accepted as shorthand for `model: {name: Skywork/...}`.
+        return {"name": value} if isinstance(value, str) else value
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RMConfig":
+        return cls.model_validate(load_yaml_mapping(path))
+
+
+def load_yaml_mapping(path: str | Path) -> dict:
+    """Read a YAML file that must hold a mapping; say which file is wrong if it does not."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data

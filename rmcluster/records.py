@@ -1,0 +1,186 @@
+"""Input records: one pydantic schema for the four shapes, and their expansion into scorable items.
+
+Shapes (extra keys such as metadata are ignored):
+    {"id"?, "messages": [{"role", "content"}, ...]}                 -> one item
+    {"id"?, "prompt": str | messages, "responses": [str | messages]} -> one item per response
+    {"id"?, "prompt": ..., "chosen": ..., "rejected": ...}            -> two items: chosen=0, rejected=1
+    {"id"?, "text": str}  (already templated, OpenRLHF style)         -> one item
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from typing_extensions import Annotated
+
+
+class Message(BaseModel):
+    # Extra keys (name, tool_calls, ...) pass through to the chat template.
+    model_config = ConfigDict(extra="allow")
+    role: str = Field(min_length=1)
+    content: str
+
+
+Messages = Annotated[list[Message], Field(min_length=1)]
+# A prompt or response is either plain text or a list of messages.
+Turns = Union[str, Messages]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Optional[Union[str, int]] = None
+
+
+class ConversationRecord(_Record):
+    messages: Messages
+
+
+class ResponsesRecord(_Record):
+    prompt: Turns
+    responses: Annotated[list[Turns], Field(min_length=1)]
+
+
+class PairRecord(_Record):
+    prompt: Turns
+    chosen: Turns
+    rejected: Turns
+
+
+class TextRecord(_Record):
+    text: str = Field(min_length=1)
+
+
+def _shape_of(value: Any) -> Optional[str]:
+    if not isinstance(value, dict):
+        return None
+    keys = {k for k, v in value.items() if v is not None}
+    if "messages" in keys:
+        return "messages"
+    if "text" in keys:
+        return "text"
+    if "chosen" in keys or "rejected" in keys:
+        return "pair"
+    if "responses" in keys or "prompt" in keys:
+        return "responses"
+    return None
+
+
+Record = Annotated[
+    Union[
+        Annotated[ConversationRecord, Tag("messages")],
+        Annotated[ResponsesRecord, Tag("responses")],
+        Annotated[PairRecord, Tag("pair")],
+        Annotated[TextRecord, Tag("text")],
+    ],
+    Discriminator(
+        _shape_of,
+        custom_error_type="record_shape",
+        custom_error_message="a record needs one of: 'messages'; 'prompt' + 'responses'; "
+        "'prompt' + 'chosen' + 'rejected'; 'text'",
+    ),
+]
+_RECORD = TypeAdapter(Record)
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One conversation to score, with its place in the results store."""
+
+    id: str
+    index: int
+    label: Optional[str] = None
+    messages: Optional[list[dict]] = None  # chat messages, templated by the tokenizer
+    text: Optional[str] = None  # already-templated text
+    num_prompt_messages: int = 0  # leading messages that belong to the prompt
+
+
+class RecordError(ValueError):
+    """A record that cannot be scored; the message says which field is wrong."""
+
+    def __init__(self, record_id: str, message: str):
+        super().__init__(message)
+        self.record_id = record_id
+
+
+def derive_id(raw: Any) -> str:
+    """A deterministic id for a record without one: a hash of its canonical JSON (stable across reruns).
+
+    Records with identical content share an id, so they are one item in the results store.
+    """
+    if isinstance(raw, (bytes, str)):
+        payload = raw if isinstance(raw, bytes) else raw.encode()
+    else:
+        payload = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return "h" + hashlib.sha1(payload).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """Arrow/numpy containers (from Parquet or Ray Data) to plain Python, dropping null keys."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"][1:])  # drop the union tag
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "; ".join(parts)
+
+
+AnyRecord = Union[ConversationRecord, ResponsesRecord, PairRecord, TextRecord]
+
+
+def parse_record(raw: Any) -> tuple[str, AnyRecord]:
+    """Validate one raw record -> (its id, the record); raise RecordError naming the record and field.
+
+    The id is the record's own `id`, or one derived from its content (the same whether or not it
+    validates, so error rows keep their place in the results store across reruns).
+    """
+    raw = _plain(raw)
+    if not isinstance(raw, dict):
+        raise RecordError(derive_id(raw), f"record must be a JSON object, got {type(raw).__name__}")
+    has_id = raw.get("id") is not None
+    rid = str(raw["id"]) if has_id else derive_id(raw)
+    try:
+        return rid, _RECORD.validate_python(raw)
+    except ValidationError as err:
+        raise RecordError(rid, f"record {rid}: {_format_errors(err)}") from None
+
+
+def _turns(turns: Any, role: str) -> list[dict]:
+    if isinstance(turns, str):
+        return [{"role": role, "content": turns}]
+    return [m.model_dump(exclude_none=True) for m in turns]
+
+
+def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
+    """A validated record -> its scorable items, in results-store order."""
+    if isinstance(record, ConversationRecord):
+        messages = _turns(record.messages, "user")
+        return [ScoreItem(rid, 0, messages=messages, num_prompt_messages=len(messages) - 1)]
+    if isinstance(record, TextRecord):
+        return [ScoreItem(rid, 0, text=record.text)]
+    prompt = _turns(record.prompt, "user")
+    if isinstance(record, PairRecord):
+        responses: list[tuple[Optional[str], Any]] = [("chosen", record.chosen), ("rejected", record.rejected)]
+    else:
+        responses = [(None, r) for r in record.responses]
+    return [
+        ScoreItem(rid, i, label, messages=prompt + _turns(resp, "assistant"), num_prompt_messages=len(prompt))
+        for i, (label, resp) in enumerate(responses)
+    ]
+
+
+def items_from_raw(raw: Any) -> list[ScoreItem]:
+    """Parse and expand in one step; raises RecordError."""
+    return expand_record(*parse_record(raw))

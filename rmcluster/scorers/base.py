@@ -1,0 +1,34 @@
+"""The scorer contract. The engine batches; a scorer encodes items and runs forward passes.
+
+Sequence classifiers are the first implementation. Custom classifiers (trust_remote_code heads such
+as ArmoRM) and generative judges implement the same three methods with their own templating and
+forward, and the batching engine stays as it is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+from ..records import ScoreItem
+from ..templating import EncodedItem
+
+
+class Scorer(ABC):
+    #: Model name written to every result row.
+    model_name: str
+    #: Device type the forward passes run on ("cpu", "cuda"); picks the default token budget.
+    device_type: str
+    #: Longest item accepted, in tokens.
+    max_length: int
+
+    @abstractmethod
+    def encode(self, item: ScoreItem) -> EncodedItem:
+        """Template and tokenize one item; raise `ItemError` when it cannot be scored."""
+
+    @abstractmethod
+    def forward(self, batch: Sequence[EncodedItem]) -> list[list[float]]:
+        """Logits (all labels) for each item of one batch, in batch order."""
+
+    def health(self) -> None:
+        """Raise if the scorer can no longer serve (a dead device, say)."""

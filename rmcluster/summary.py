@@ -1,0 +1,74 @@
+"""Summary statistics over result rows: counts, throughput, score distribution, preference accuracy."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict:
+    ok = table.filter(pc.is_null(table["error"]))
+    scores = ok["score"]
+    tokens = pc.sum(ok["num_tokens"]).as_py() or 0
+    out: dict = {
+        "records": pc.count_distinct(table["id"]).as_py(),
+        "items": table.num_rows,
+        "scored": ok.num_rows,
+        "errors": table.num_rows - ok.num_rows,
+        "truncated": pc.sum(pc.cast(table["truncated"], pa.int64())).as_py() or 0,
+        "tokens": tokens,
+    }
+    if wall_seconds is not None:
+        out["wall_seconds"] = round(wall_seconds, 3)
+        out["tokens_per_s"] = round(tokens / wall_seconds, 1) if wall_seconds > 0 else None
+    if ok.num_rows:
+        out["score_mean"] = pc.mean(scores).as_py()
+        out["score_std"] = pc.stddev(scores, ddof=1).as_py() if ok.num_rows > 1 else 0.0
+        out["score_min"] = pc.min(scores).as_py()
+        out["score_max"] = pc.max(scores).as_py()
+        qs = pc.quantile(scores, q=list(QUANTILES)).to_pylist()
+        out["score_quantiles"] = {f"p{round(q * 100)}": v for q, v in zip(QUANTILES, qs)}
+    out.update(pair_stats(ok))
+    return out
+
+
+def pair_margins(table: pa.Table) -> pa.Table:
+    """One row per preference pair with both sides scored: id, chosen, rejected, margin."""
+    cols = ["id", "score"]
+    chosen = table.filter(pc.equal(table["label"], "chosen")).select(cols).rename_columns(["id", "chosen"])
+    rejected = table.filter(pc.equal(table["label"], "rejected")).select(cols).rename_columns(["id", "rejected"])
+    pairs = chosen.join(rejected, keys="id", join_type="inner")
+    return pairs.append_column("margin", pc.subtract(pairs["chosen"], pairs["rejected"]))
+
+
+def pair_stats(ok: pa.Table) -> dict:
+    pairs = pair_margins(ok)
+    if pairs.num_rows == 0:
+        return {}
+    wins = pc.sum(pc.cast(pc.greater(pairs["margin"], 0), pa.int64())).as_py()
+    return {
+        "pairs": pairs.num_rows,
+        "pair_accuracy": wins / pairs.num_rows,
+        "pair_margin_mean": pc.mean(pairs["margin"]).as_py(),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A two-column table for the terminal."""
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        lines.append(f"  {key:<18} {_fmt(value)}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)

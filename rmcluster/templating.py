@@ -1,0 +1,122 @@
+"""Conversations -> token ids exactly as the reference loop makes them, plus the truncation policy.
+
+The reference is `tokenizer.apply_chat_template(conversation, tokenize=True)`. Already-templated
+text is tokenized with `add_special_tokens=False`, because the template already emitted BOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from .records import ScoreItem
+
+
+class ItemError(ValueError):
+    """This item cannot be scored (too long, empty, untemplatable); other items are unaffected."""
+
+
+@dataclass
+class EncodedItem:
+    """Token ids ready for a forward pass."""
+
+    input_ids: list[int]
+    truncated: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def _id_list(out: Any) -> list[int]:
+    """apply_chat_template returns a list (transformers 4.x) or a BatchEncoding (5.x)."""
+    if hasattr(out, "keys") and "input_ids" in out:
+        out = out["input_ids"]
+    if hasattr(out, "tolist"):
+        out = out.tolist()
+    if out and isinstance(out[0], list):  # batched shape [[...]]
+        out = out[0]
+    return list(out)
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class ChatTokenizer:
+    """Templating, tokenization and the truncation policy for one tokenizer."""
+
+    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error"):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.on_overflow = on_overflow
+        self.bos_id: Optional[int] = tokenizer.bos_token_id
+        if getattr(tokenizer, "chat_template", None) is None:
+            self._no_template = "this tokenizer has no chat template; send already-templated {'text': ...} records"
+        else:
+            self._no_template = None
+
+    # -- tokenization -------------------------------------------------------------------------
+    def conversation_ids(self, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+        if self._no_template:
+            raise ItemError(self._no_template)
+        out = self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=add_generation_prompt
+        )
+        return self._single_bos(_id_list(out))
+
+    def text_ids(self, text: str) -> list[int]:
+        return self._single_bos(list(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+    def _single_bos(self, ids: list[int]) -> list[int]:
+        # A template that emits BOS plus a tokenizer that adds one gives [BOS, BOS, ...]; the
+        # model never saw that in training and scores shift, so keep exactly one.
+        if self.bos_id is not None:
+            k = 0
+            while k + 1 < len(ids) and ids[k] == self.bos_id and ids[k + 1] == self.bos_id:
+                k += 1
+            ids = ids[k:]
+        return ids
+
+    def final_message_start(self, item: ScoreItem, ids: list[int]) -> int:
+        """Index of the first token of the final message (everything before it is the prompt side)."""
+        if item.messages is None or len(item.messages) < 2:
+            return 1 if ids and ids[0] == self.bos_id else 0
+        head = item.messages[:-1]
+        gen_prompt = item.messages[-1].get("role") == "assistant"
+        return _common_prefix_len(self.conversation_ids(head, add_generation_prompt=gen_prompt), ids)
+
+    # -- items ---------------------------------------------------------------------------------
+    def encode(self, item: ScoreItem) -> EncodedItem:
+        if item.text is not None:
+            ids = self.text_ids(item.text)
+        elif item.messages is not None:
+            ids = self.conversation_ids(item.messages)
+        else:
+            raise ItemError("item has neither messages nor text")
+        if not ids:
+            raise ItemError("item tokenizes to zero tokens")
+        if len(ids) <= self.max_length:
+            return EncodedItem(ids)
+        if self.on_overflow != "truncate_left":
+            raise ItemError(
+                f"item is {len(ids)} tokens, over max_length {self.max_length} (on_overflow=error); "
+                "raise max_length or set on_overflow=truncate_left"
+            )
+        return EncodedItem(self.truncate_left(ids, self.final_message_start(item, ids)), truncated=True)
+
+    def truncate_left(self, ids: list[int], keep_from: int) -> list[int]:
+        """Drop the oldest tokens after BOS so the sequence fits, keeping ids[keep_from:] whole."""
+        head = [ids[0]] if self.bos_id is not None and ids[0] == self.bos_id else []
+        keep_from = max(keep_from, len(head))
+        tail_room = self.max_length - len(head)
+        if len(ids) - keep_from > tail_room:
+            raise ItemError(
+                f"the final message alone is {len(ids) - keep_from} tokens (+{len(head)} BOS), over "
+                f"max_length {self.max_length}; truncate_left never cuts the final message"
+            )
+        return head + ids[len(ids) - tail_room :]

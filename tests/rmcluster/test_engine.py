@@ -1,0 +1,80 @@
+"""Engine behaviour: input order, per-item errors, fault isolation in forward."""
+
+import pytest
+
+from rmcluster.config import RMConfig
+from rmcluster.engine import ScoringEngine
+from rmcluster.records import ScoreItem
+from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
+from tests.conversations import varied_conversations
+from tests.reference import ReferenceLoop
+
+
+@pytest.fixture(scope="module")
+def engine(demo_dir):
+    return ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir)}, tokenization={"max_length": 300}))
+
+
+def _item(i, conv):
+    return ScoreItem(str(i), 0, messages=conv, num_prompt_messages=len(conv) - 1)
+
+
+def test_demo_name_resolves_and_runs_float32_on_cpu():
+    engine = ScoringEngine.from_config(RMConfig(model="demo"))
+    assert engine.scorer.model.dtype.is_floating_point and str(engine.scorer.model.dtype) == "torch.float32"
+    assert engine.scorer.device_type == "cpu" and engine.model_name == "demo"
+    assert engine.scorer.model.config._attn_implementation == "sdpa"
+
+
+def test_over_length_item_fails_alone_with_clear_message(engine, demo_dir):
+    convs = varied_conversations(40, seed=3)
+    ref = ReferenceLoop(demo_dir)
+    results = engine.score_items([_item(i, c) for i, c in enumerate(convs)])
+    for conv, res in zip(convs, results):
+        n = ref.ids(conv).shape[-1]
+        if n > 300:
+            assert res.score is None and "over max_length 300" in res.error and "on_overflow" in res.error
+        else:
+            assert res.error is None and abs(res.score - ref.score(conv)) < 1e-4 and res.num_tokens == n
+    assert any(r.error for r in results) and any(r.error is None for r in results)
+
+
+class _PoisonScorer(SequenceClassifierScorer):
+    """Fault injection: any batch holding the poison token raises, like a kernel failure would."""
+
+    poison: int
+
+    def forward(self, batch):
+        if any(self.poison in e.input_ids for e in batch):
+            raise RuntimeError("injected failure")
+        return super().forward(batch)
+
+
+def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir):
+    scorer = engine.scorer
+    poisoned = _PoisonScorer(scorer.model, scorer.chat.tokenizer, "demo", 300)
+    convs = [[{"role": "user", "content": f"count {i} apples"}] for i in range(33)]
+    good = ScoringEngine(scorer, engine.batching).score_items([_item(i, c) for i, c in enumerate(convs)])
+    encoded = poisoned.encode(_item(0, convs[5]))
+    poisoned.poison = encoded.input_ids[-3]  # a token that only item 5 has
+    assert sum(poisoned.poison in poisoned.encode(_item(i, c)).input_ids for i, c in enumerate(convs)) == 1
+    results = ScoringEngine(poisoned, engine.batching).score_items([_item(i, c) for i, c in enumerate(convs)])
+    assert results[5].score is None and "injected failure" in results[5].error
+    for i, (r, g) in enumerate(zip(results, good)):
+        if i != 5:
+            assert r.error is None and r.score == pytest.approx(g.score, abs=1e-5)
+
+
+def test_results_come_back_in_input_order(engine):
+    convs = varied_conversations(30, seed=11, max_words=200)
+    forward = [r.score for r in engine.score_items([_item(i, c) for i, c in enumerate(convs)])]
+    backward = [r.score for r in engine.score_items([_item(i, c) for i, c in enumerate(convs[::-1])])]
+    assert forward == pytest.approx(backward[::-1], abs=1e-5)
+
+
+def test_non_sequence_classifier_is_refused_clearly(demo_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(demo_dir)
+    with pytest.raises(ValueError, match="no per-token `score` head"):
+        SequenceClassifierScorer(lm, AutoTokenizer.from_pretrained(demo_dir), "lm")
