@@ -74,6 +74,20 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None) -> Any:
     )
 
 
+def max_positions(model_config: Any, fallback: int = 4096) -> int:
+    """The longest sequence a checkpoint's config admits."""
+    return int(getattr(model_config, "max_position_embeddings", None) or fallback)
+
+
+def load_model_config(cfg: ModelConfig) -> Any:
+    """The checkpoint's config.json only (no weights): for tokenization outside the model replica."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        resolve_model_path(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+    )
+
+
 def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, Any, ResolvedModel]:
     """(model, tokenizer, resolved) for an AutoModelForSequenceClassification checkpoint, in eval mode."""
     from transformers import AutoModelForSequenceClassification

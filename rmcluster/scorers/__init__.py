@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Scorer
+from .base import ItemEncoder, Scorer
 
 if TYPE_CHECKING:
     from ..config import RMConfig
 
-__all__ = ["Scorer", "build_scorer"]
+__all__ = ["ItemEncoder", "Scorer", "build_encoder", "build_scorer"]
 
 
 def build_scorer(config: "RMConfig") -> Scorer:
@@ -18,4 +18,17 @@ def build_scorer(config: "RMConfig") -> Scorer:
         from .sequence_classifier import SequenceClassifierScorer
 
         return SequenceClassifierScorer.from_config(config)
+    raise ValueError(f"unknown scorer kind {kind!r}")
+
+
+def build_encoder(config: "RMConfig") -> ItemEncoder:
+    """The scorer's `encode` without loading weights: for CPU tokenization stages (Serve ingress, Ray Data).
+
+    It encodes exactly as `build_scorer(config).encode` does.
+    """
+    kind = config.model.kind
+    if kind == "sequence_classifier":
+        from .sequence_classifier import SequenceClassifierScorer
+
+        return SequenceClassifierScorer.encoder_from_config(config)
     raise ValueError(f"unknown scorer kind {kind!r}")

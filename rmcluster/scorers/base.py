@@ -8,10 +8,16 @@ forward, and the batching engine stays as it is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from ..records import ScoreItem
 from ..templating import EncodedItem
+
+
+class ItemEncoder(Protocol):
+    """Templating + tokenization + truncation, without model weights (runs on CPU anywhere)."""
+
+    def encode(self, item: ScoreItem) -> EncodedItem: ...
 
 
 class Scorer(ABC):

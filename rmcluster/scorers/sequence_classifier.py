@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
+from ..model_loading import max_positions
 from ..records import ScoreItem
 from ..templating import ChatTokenizer, EncodedItem
 from .base import Scorer
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
     from ..config import RMConfig
 
 log = logging.getLogger(__name__)
-
-_FALLBACK_MAX_LENGTH = 4096
-
 
 class SequenceClassifierScorer(Scorer):
     def __init__(
@@ -46,8 +44,7 @@ class SequenceClassifierScorer(Scorer):
         self.model_name = model_name
         self.input_device = model.get_input_embeddings().weight.device
         self.device_type = self.input_device.type
-        model_limit = getattr(model.config, "max_position_embeddings", None) or _FALLBACK_MAX_LENGTH
-        self.max_length = max_length or model_limit
+        self.max_length = max_length or max_positions(model.config)
         self.chat = ChatTokenizer(tokenizer, self.max_length, on_overflow)
         # Any in-vocabulary id works as filler: pads are never attended (causal) or are masked.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -62,6 +59,15 @@ class SequenceClassifierScorer(Scorer):
         model, tokenizer, _ = load_sequence_classifier(config.model)
         tok = config.tokenization
         return cls(model, tokenizer, config.model.name, tok.max_length, tok.on_overflow)
+
+    @staticmethod
+    def encoder_from_config(config: "RMConfig") -> ChatTokenizer:
+        """The same encoding without the weights, for tokenizing outside the model replica."""
+        from ..model_loading import load_model_config, load_tokenizer
+
+        tok = config.tokenization
+        max_length = tok.max_length or max_positions(load_model_config(config.model))
+        return ChatTokenizer(load_tokenizer(config.model), max_length, tok.on_overflow)
 
     def _hidden(self, ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}

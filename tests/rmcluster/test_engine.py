@@ -78,3 +78,19 @@ def test_non_sequence_classifier_is_refused_clearly(demo_dir):
     lm = AutoModelForCausalLM.from_pretrained(demo_dir)
     with pytest.raises(ValueError, match="no per-token `score` head"):
         SequenceClassifierScorer(lm, AutoTokenizer.from_pretrained(demo_dir), "lm")
+
+
+def test_weight_free_encoder_encodes_like_the_scorer(engine):
+    from rmcluster.scorers import build_encoder
+
+    encoder = build_encoder(RMConfig(model={"name": engine.scorer.chat.tokenizer.name_or_path},
+                                     tokenization={"max_length": 300}))
+    for i, conv in enumerate(varied_conversations(20, seed=5)):
+        item = _item(i, conv)
+        try:
+            expected = engine.scorer.encode(item)
+        except ValueError as err:
+            with pytest.raises(type(err)):
+                encoder.encode(item)
+            continue
+        assert encoder.encode(item) == expected
