@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# A real multi-node Ray cluster on one machine, for development and the multi-node test.
+#
+#   cluster/local.sh up [--workers N] [--worker-cpus C]   # head + N workers (default 1 worker, 2 CPUs)
+#   cluster/local.sh status
+#   cluster/local.sh down
+#
+# Each node is its own `ray start`. As root, each runs in its own network namespace ("host") with
+# its own IP on a private bridge, the faithful stand-in for separate machines. Otherwise the nodes
+# share 127.0.0.1 (still separate raylets). Like the KubeRay manifests, the head has num-cpus 0, so
+# Serve replicas and scoring actors can only run on workers.
+#
+# `up` writes $STATE/cluster.env (RAY_ADDRESS for `ray job submit` / `serve deploy`, GCS_ADDRESS,
+# HEAD_IP, SERVE_URL). Env: RAY (ray binary; default .venv/bin/ray or `ray` on PATH),
+# RMCLUSTER_LOCAL_STATE (default /tmp/rmcluster-local), RMCLUSTER_LOCAL_SUBNET (default 10.213.77).
+set -euo pipefail
+
+STATE=${RMCLUSTER_LOCAL_STATE:-/tmp/rmcluster-local}
+SUBNET=${RMCLUSTER_LOCAL_SUBNET:-10.213.77}
+BRIDGE=rmcbr0
+NS_PREFIX=rmc-node
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -z "${RAY:-}" ]]; then
+  if [[ -x "$ROOT/.venv/bin/ray" ]]; then RAY="$ROOT/.venv/bin/ray"; else RAY=$(command -v ray); fi
+fi
+# Job entrypoints run `python` from the node's PATH: make it the interpreter that has ray and rmcluster.
+export PATH="$(dirname "$RAY"):$PATH"
+export RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+log() { echo "[local.sh] $*" >&2; }
+
+can_netns() {
+  [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null || return 1
+  ip netns add "${NS_PREFIX}-probe" 2>/dev/null || return 1
+  ip netns del "${NS_PREFIX}-probe"
+}
+
+# run_on NODE_INDEX CMD...: run a command "on" node i (inside its namespace in netns mode).
+run_on() {
+  local i=$1; shift
+  if [[ $(cat "$STATE/mode") == netns ]]; then ip netns exec "${NS_PREFIX}$i" "$@"; else "$@"; fi
+}
+
+make_host() {  # make_host I IP: namespace + veth into the bridge
+  local i=$1 ip=$2 ns="${NS_PREFIX}$1" veth="rmc-veth$1"
+  ip netns add "$ns"
+  ip link add "$veth" type veth peer name eth0 netns "$ns"
+  ip link set "$veth" master "$BRIDGE" up
+  ip netns exec "$ns" ip addr add "$ip/24" dev eth0
+  ip netns exec "$ns" ip link set eth0 up
+  ip netns exec "$ns" ip link set lo up
+}
+
+node_ip() {  # the IP of node i (0 = head)
+  if [[ $(cat "$STATE/mode") == netns ]]; then echo "$SUBNET.$(( $1 + 2 ))"; else echo 127.0.0.1; fi
+}
+
+cmd_up() {
+  local workers=1 worker_cpus=2
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --workers) workers=$2; shift 2 ;;
+      --worker-cpus) worker_cpus=$2; shift 2 ;;
+      *) log "unknown option $1"; exit 2 ;;
+    esac
+  done
+  if [[ -f "$STATE/cluster.env" ]]; then log "already up (see $STATE/cluster.env); run down first"; exit 1; fi
+  mkdir -p "$STATE"
+  if can_netns; then
+    echo netns >"$STATE/mode"
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    for i in $(seq 0 "$workers"); do make_host "$i" "$(node_ip "$i")"; done
+  else
+    echo loopback >"$STATE/mode"
+    log "no network namespaces here (needs root and iproute2): nodes share 127.0.0.1"
+  fi
+  local head_ip; head_ip=$(node_ip 0)
+  local port=${RMCLUSTER_LOCAL_GCS_PORT:-6379} dash=${RMCLUSTER_LOCAL_DASHBOARD_PORT:-8265}
+  log "head at $head_ip ($(cat "$STATE/mode"))"
+  run_on 0 "$RAY" start --head --node-ip-address="$head_ip" --port="$port" --dashboard-host=0.0.0.0 \
+    --dashboard-port="$dash" --num-cpus=0 --temp-dir="$STATE/ray" --disable-usage-stats >"$STATE/head.log" 2>&1 \
+    || { cat "$STATE/head.log" >&2; exit 1; }
+  for i in $(seq 1 "$workers"); do
+    log "worker $i at $(node_ip "$i")"
+    run_on "$i" "$RAY" start --address="$head_ip:$port" --node-ip-address="$(node_ip "$i")" \
+      --num-cpus="$worker_cpus" --resources="{\"rmc_worker_$i\": 1}" --disable-usage-stats \
+      >"$STATE/worker$i.log" 2>&1 || { cat "$STATE/worker$i.log" >&2; exit 1; }
+  done
+  cat >"$STATE/cluster.env" <<EOF
+RAY_ADDRESS=http://$head_ip:$dash
+GCS_ADDRESS=$head_ip:$port
+HEAD_IP=$head_ip
+SERVE_URL=http://$head_ip:8000
+WORKERS=$workers
+EOF
+  wait_for_nodes $(( workers + 1 ))
+  cat "$STATE/cluster.env"
+}
+
+wait_for_nodes() {
+  local want=$1 gcs; gcs=$(grep GCS_ADDRESS "$STATE/cluster.env" | cut -d= -f2)
+  for _ in $(seq 1 60); do
+    if [[ $("$RAY" status --address="$gcs" 2>/dev/null | grep -c ' node_') -ge $want ]]; then return 0; fi
+    sleep 2
+  done
+  log "only $("$RAY" status --address="$gcs" 2>/dev/null | grep -c ' node_') of $want nodes joined"; exit 1
+}
+
+cmd_status() {
+  [[ -f "$STATE/cluster.env" ]] || { log "not up"; exit 1; }
+  cat "$STATE/cluster.env"
+  "$RAY" status --address="$(grep GCS_ADDRESS "$STATE/cluster.env" | cut -d= -f2)"
+}
+
+cmd_down() {
+  [[ -f "$STATE/mode" ]] || { log "not up"; return 0; }
+  if [[ $(cat "$STATE/mode") == netns ]]; then
+    # Kill exactly the processes inside our namespaces; `ray stop` would kill every Ray on the machine.
+    for ns in $(ip netns list | awk '{print $1}' | grep "^${NS_PREFIX}[0-9]" || true); do
+      pids=$(ip netns pids "$ns" || true)
+      [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null || true
+      ip netns del "$ns" || true
+    done
+    for veth in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^rmc-veth' || true); do
+      ip link del "$veth" 2>/dev/null || true
+    done
+    ip link del "$BRIDGE" 2>/dev/null || true
+  else
+    # Loopback: every process of ours has our temp dir on its command line.
+    pkill -9 -f "$STATE/ray" || true
+  fi
+  rm -rf "$STATE"
+  log "down"
+}
+
+case ${1:-} in
+  up) shift; cmd_up "$@" ;;
+  status) cmd_status ;;
+  down) cmd_down ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
