@@ -1,0 +1,62 @@
+"""GPU parity: bf16 engine vs the bf16 reference loop, per attention implementation (skipped without CUDA).
+
+In bf16 a score moves slightly with batch shape (different kernels and reduction orders), so the
+tolerance is relative to the score spread rather than the float32 1e-4.
+"""
+
+import pytest
+import torch
+
+from rmcluster.config import RMConfig
+from rmcluster.engine import ScoringEngine
+from rmcluster.model_loading import flash_attn_available
+from rmcluster.records import ScoreItem
+from tests.conversations import varied_conversations
+from tests.reference import ReferenceLoop
+
+pytestmark = pytest.mark.gpu
+
+ATTN = ["sdpa"] + (["flash_attention_2"] if flash_attn_available() else [])
+
+
+def _items(convs):
+    return [ScoreItem(str(i), 0, messages=c, num_prompt_messages=len(c) - 1) for i, c in enumerate(convs)]
+
+
+@pytest.mark.parametrize("attn", ATTN)
+def test_bf16_engine_tracks_bf16_reference(demo_dir, attn):
+    convs = varied_conversations(200, seed=21)
+    ref = ReferenceLoop(demo_dir, dtype=torch.bfloat16, attn_implementation=attn)
+    ref.model.to("cuda")
+    with torch.no_grad():
+        expected = [ref.model(ref.ids(c).cuda()).logits[0][0].float().item() for c in convs]
+    engine = ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir), "attn_implementation": attn}))
+    assert engine.scorer.model.dtype == torch.bfloat16 and engine.scorer.device_type == "cuda"
+    got = [r.score for r in engine.score_items(_items(convs))]
+    spread = torch.tensor(expected).std().item()
+    drift = max(abs(g - e) for g, e in zip(got, expected))
+    assert drift < 0.02 * spread + 0.05, f"bf16 drift {drift:.4f} vs score std {spread:.3f}"
+
+
+def test_auto_resolves_bf16_and_best_attention_on_cuda():
+    from rmcluster.config import ModelConfig
+    from rmcluster.model_loading import resolve
+
+    resolved = resolve(ModelConfig(name="demo"))
+    assert resolved.device.type == "cuda" and resolved.dtype == torch.bfloat16
+    assert resolved.attn_implementation == ("flash_attention_2" if flash_attn_available() else "sdpa")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_device_map_auto_spreads_layers_and_matches_single_gpu(demo_dir):
+    convs = varied_conversations(40, seed=4)
+    single = ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir), "dtype": "float32"}))
+    spread = ScoringEngine.from_config(
+        RMConfig(model={"name": str(demo_dir), "dtype": "float32", "device_map": "auto"})
+    )
+    # accelerate's "auto" balances layers over the visible GPUs, even for a small model.
+    devices = {p.device for p in spread.scorer.model.parameters()}
+    assert len(devices) >= 2, devices
+    a = [r.score for r in single.score_items(_items(convs))]
+    b = [r.score for r in spread.score_items(_items(convs))]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3
