@@ -10,8 +10,9 @@
 # share 127.0.0.1 (still separate raylets). Like the KubeRay manifests, the head has num-cpus 0, so
 # Serve replicas and scoring actors can only run on workers.
 #
-# `up` writes $STATE/cluster.env (RAY_ADDRESS for `ray job submit` / `serve deploy`, GCS_ADDRESS,
-# HEAD_IP, SERVE_URL). Env: RAY (ray binary; default .venv/bin/ray or `ray` on PATH),
+# `up` writes $STATE/cluster.env (`source` it: RAY_ADDRESS for `ray job submit` / `serve deploy`,
+# GCS_ADDRESS, HEAD_IP, SERVE_URL, and the token-auth settings every Ray CLI call needs). The
+# cluster uses token auth with its own token ($STATE/auth_token), as Ray 2.60 recommends. Env: RAY (ray binary; default .venv/bin/ray or `ray` on PATH),
 # RMCLUSTER_LOCAL_STATE (default /tmp/rmcluster-local), RMCLUSTER_LOCAL_SUBNET (default 10.213.77).
 set -euo pipefail
 
@@ -67,6 +68,9 @@ cmd_up() {
   done
   if [[ -f "$STATE/cluster.env" ]]; then log "already up (see $STATE/cluster.env); run down first"; exit 1; fi
   mkdir -p "$STATE"
+  # Token auth with a token of our own: deterministic whether or not ~/.ray/auth_token exists.
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/auth_token"
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
   if can_netns; then
     echo netns >"$STATE/mode"
     ip link add "$BRIDGE" type bridge
@@ -90,18 +94,22 @@ cmd_up() {
       >"$STATE/worker$i.log" 2>&1 || { cat "$STATE/worker$i.log" >&2; exit 1; }
   done
   cat >"$STATE/cluster.env" <<EOF
-RAY_ADDRESS=http://$head_ip:$dash
-GCS_ADDRESS=$head_ip:$port
-HEAD_IP=$head_ip
-SERVE_URL=http://$head_ip:8000
-WORKERS=$workers
+export RAY_ADDRESS=http://$head_ip:$dash
+export GCS_ADDRESS=$head_ip:$port
+export HEAD_IP=$head_ip
+export SERVE_URL=http://$head_ip:8000
+export WORKERS=$workers
+export RAY_AUTH_MODE=token
+export RAY_AUTH_TOKEN_PATH=$STATE/auth_token
 EOF
   wait_for_nodes $(( workers + 1 ))
   cat "$STATE/cluster.env"
 }
 
+env_value() { grep "^export $1=" "$STATE/cluster.env" | cut -d= -f2-; }
+
 wait_for_nodes() {
-  local want=$1 gcs; gcs=$(grep GCS_ADDRESS "$STATE/cluster.env" | cut -d= -f2)
+  local want=$1 gcs; gcs=$(env_value GCS_ADDRESS)
   for _ in $(seq 1 60); do
     if [[ $("$RAY" status --address="$gcs" 2>/dev/null | grep -c ' node_') -ge $want ]]; then return 0; fi
     sleep 2
@@ -112,7 +120,7 @@ wait_for_nodes() {
 cmd_status() {
   [[ -f "$STATE/cluster.env" ]] || { log "not up"; exit 1; }
   cat "$STATE/cluster.env"
-  "$RAY" status --address="$(grep GCS_ADDRESS "$STATE/cluster.env" | cut -d= -f2)"
+  RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token" "$RAY" status --address="$(env_value GCS_ADDRESS)"
 }
 
 cmd_down() {
