@@ -12,6 +12,8 @@ import logging
 from ray import serve
 from ray.serve import Application
 
+from rmcluster.config import BatchingConfig
+
 from .args import ServeArgs
 
 log = logging.getLogger("ray.serve")
@@ -30,4 +32,7 @@ def build_app(args: ServeArgs) -> Application:
              model_options, INGRESS_DEPLOYMENT, ingress_options)
     model = serve.deployment(RewardModelServer, name=MODEL_DEPLOYMENT, **model_options)
     ingress = serve.deployment(serve.ingress()(RewardIngress), name=INGRESS_DEPLOYMENT, **ingress_options)
-    return ingress.bind(model.bind(args.rm), args.rm, args.ingress)
+    # Batching reaches the replicas only through user_config: with it out of the constructor
+    # arguments, a batching change is a lightweight reconfigure, not a replica restart.
+    rm = args.rm.model_copy(update={"batching": BatchingConfig()})
+    return ingress.bind(model.bind(rm), rm, args.ingress)

@@ -15,6 +15,10 @@ from rmcluster.config import BatchingConfig, RMConfig, StrictModel
 from .strict_keys import unknown_keys
 
 
+# Short: while a forward pass runs, arriving requests queue up and join the next batch anyway.
+DEFAULT_BATCH_WAIT_S = 0.005
+
+
 class DeploymentArgs(StrictModel):
     """Replica count (fixed or autoscaled), resources and queue limits of one deployment."""
 
@@ -75,14 +79,16 @@ class BatchTuning(BatchingConfig):
     and the engine's per-forward budget (padded tokens); `max_batch_size` caps items per forward.
     """
 
-    batch_wait_timeout_s: float = Field(ge=0, description="Wait for more requests after a batch's first one.")
+    batch_wait_timeout_s: float = Field(
+        DEFAULT_BATCH_WAIT_S, ge=0, description="Wait for more requests after a batch's first one."
+    )
 
 
 class ModelServerArgs(DeploymentArgs):
     """The deployment that holds the model. Batch shape is runtime-tunable through `user_config`."""
 
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, description="How long a batch waits for more requests after its first one arrives."
+        DEFAULT_BATCH_WAIT_S, ge=0, description="How long a batch waits for more requests after its first one arrives."
     )
 
 

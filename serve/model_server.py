@@ -29,6 +29,17 @@ from .metrics import ModelServerMetrics
 log = logging.getLogger("ray.serve")
 
 
+class _TokenBudgetWarningFilter(logging.Filter):
+    """Serve warns when a batch's max_batch_size exceeds max_ongoing_requests, assuming it counts
+    requests. Here it counts tokens (batch_size_fn), so the warning does not apply."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will never achieve the configured `max_batch_size`" not in record.getMessage()
+
+
+log.addFilter(_TokenBudgetWarningFilter())
+
+
 @dataclass(frozen=True)
 class _Queued:
     """One item in the Serve batch queue, with the cost the batch size function counts."""
@@ -62,7 +73,7 @@ class RewardModelServer:
                  self.engine.scorer.device_type, self.engine.max_batch_tokens)
 
     def reconfigure(self, user_config: dict) -> None:
-        tuning = BatchTuning.model_validate(user_config or {})
+        tuning = self._tuning = BatchTuning.model_validate(user_config or {})
         self.engine.batching = BatchingConfig(max_batch_tokens=tuning.max_batch_tokens,
                                               max_batch_size=tuning.max_batch_size)
         self._batched.set_max_batch_size(self.engine.max_batch_tokens)
@@ -110,7 +121,9 @@ class RewardModelServer:
     def info(self) -> dict:
         scorer = self.engine.scorer
         return {"model": self.engine.model_name, "max_length": scorer.max_length, "device": scorer.device_type,
-                "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size}
+                "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size,
+                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s,
+                "replica": serve.get_replica_context().replica_tag}
 
     def check_health(self) -> None:
         self.engine.health()
