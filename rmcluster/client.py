@@ -32,6 +32,7 @@ class RetryPolicy:
 
     def __init__(self, max_retries: int = 8, backoff_s: float = 0.25, max_backoff_s: float = 10.0):
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.retries = 0  # retried calls so far, for a trainer's logs
 
     def delay(self, attempt: int, retry_after_s: Optional[float] = None) -> float:
         wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
@@ -46,6 +47,7 @@ class RetryPolicy:
                 hint = retryable(err)
                 if hint is None or attempt == self.max_retries:
                     raise
+                self.retries += 1
                 time.sleep(self.delay(attempt, hint))
         raise AssertionError("unreachable")
 
