@@ -16,7 +16,7 @@ from .strict_keys import unknown_keys
 
 
 # Short: while a forward pass runs, arriving requests queue up and join the next batch anyway.
-DEFAULT_BATCH_WAIT_S = 0.005
+DEFAULT_BATCH_WAIT_S = 0.002
 
 
 class DeploymentArgs(StrictModel):
