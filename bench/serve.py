@@ -188,6 +188,8 @@ def main() -> int:
     parser.add_argument("--max-ongoing-requests", type=int, default=128,
                         help="model replica's max_ongoing_requests (Serve's default, 5, reproduces the probe stall)")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                        help="Serve's per-request access log lines in the replicas (on by default, as in Serve)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -218,7 +220,8 @@ def main() -> int:
         model_server["batch_wait_timeout_s"] = args.batch_wait_ms / 1e3
     serve_args = ServeArgs(rm=rm, model_server=model_server, ingress={"num_cpus": 0.5, "num_replicas": 1})
     args.batch_wait_ms = 1e3 * serve_args.model_server.batch_wait_timeout_s
-    serve.run(build_app(serve_args), name="bench", route_prefix="/")
+    serve.run(build_app(serve_args), name="bench", route_prefix="/",
+              logging_config={"enable_access_log": args.access_log})
     handle = serve.get_app_handle("bench")
     url = f"http://127.0.0.1:{port}"
     driver_probes = _DriverLogCount(PROBE_WARNING)
@@ -258,6 +261,7 @@ def _report(rows: list[dict], split: dict, probe_warnings: int, stats: dict, arg
     by = {(r["path"], r["clients"]): r for r in rows}
     lines = [f"\nshape={args.shape} requests={args.requests} threads={args.threads} "
              f"batch_wait_ms={args.batch_wait_ms} max_ongoing_requests={args.max_ongoing_requests} "
+             f"access_log={args.access_log} "
              f"RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S={os.environ.get('RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S', '0.1 (default)')}", "clients  handle/engine  http/engine  (throughput)"]
     ratios = {}
     for c in args.clients:
