@@ -99,18 +99,24 @@ class ScoringService:
     # -- handle API (what trainers call on the app handle) ---------------------------------------------
     async def score_conversations(self, conversations: Any) -> list[float]:
         convs = _validate(_CONVERSATIONS, conversations, "conversations")
+        if not convs:  # a trainer's empty batch
+            return []
         results = await self._score_strict(_expand(ConversationRecord(messages=c) for c in convs))
         return [r.score for r in results]
 
     async def score_pairs(self, pairs: Any) -> list[list[float]]:
         """[[chosen, rejected], ...] for [{"prompt", "chosen", "rejected"}, ...]."""
         records = _validate(_PAIRS, pairs, "pairs")
+        if not records:
+            return []
         scores = [r.score for r in await self._score_strict(_expand(records))]
         return [scores[i : i + 2] for i in range(0, len(scores), 2)]
 
     async def score_responses(self, groups: Any) -> list[list[float]]:
         """One list of scores per {"prompt", "responses"} group, in response order."""
         records = _validate(_GROUPS, groups, "groups")
+        if not records:
+            return []
         scores = iter(r.score for r in await self._score_strict(_expand(records)))
         return [[next(scores) for _ in g.responses] for g in records]
 

@@ -55,6 +55,8 @@ def test_handle_methods_match_reference(trainer, reference):
     got = ray.get(trainer.handle_call.remote(APP, "score_responses", groups))
     want = [[reference.score(_conv(g["prompt"], r)) for r in g["responses"]] for g in groups]
     assert [len(g) for g in got] == [3, 1] and all(_close(g, w) for g, w in zip(got, want))
+    for method in ("score", "score_pairs", "score_responses"):  # a trainer's empty batch
+        assert ray.get(trainer.handle_call.remote(APP, method, [])) == []
 
 
 def test_score_records_rows_equal_pipeline(trainer, engine):
