@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m rmcluster demo --model demo
+	$(PY) -m serve.demo
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
