@@ -1,0 +1,128 @@
+"""`ServeArgs`: what `build_app` takes. It contains the shared `RMConfig` and adds serving settings only.
+
+`serve run serve.config.yaml` validates the application's `args:` into this model, so a typo is an
+error at deploy time instead of a silently dropped key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from rmcluster.config import BatchingConfig, RMConfig, StrictModel
+
+from .strict_keys import unknown_keys
+
+
+# Short: while a forward pass runs, arriving requests queue up and join the next batch anyway.
+DEFAULT_BATCH_WAIT_S = 0.005
+
+
+class DeploymentArgs(StrictModel):
+    """Replica count (fixed or autoscaled), resources and queue limits of one deployment."""
+
+    num_replicas: Optional[int] = Field(None, ge=1, description="Fixed replica count; leave unset to autoscale.")
+    autoscaling_config: Optional[dict[str, Any]] = Field(
+        None, description="Ray Serve AutoscalingConfig (min_replicas, max_replicas, target_ongoing_requests, "
+        "upscale_delay_s, downscale_delay_s, look_back_period_s, ...). Unknown keys are an error."
+    )
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica (also its torch thread count, floored).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests in flight per replica.")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests queued per caller before it gets 503 / BackPressureError; -1: no limit."
+    )
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) sent with 503 under backpressure.")
+
+    @field_validator("autoscaling_config")
+    @classmethod
+    def _known_autoscaling_keys(cls, value: Optional[dict]) -> Optional[dict]:
+        if value is None:
+            return value
+        from ray.serve.config import AutoscalingConfig
+
+        bad = unknown_keys(value, AutoscalingConfig)
+        if bad:
+            raise ValueError(f"unknown autoscaling_config keys (Serve would drop them silently): {bad}")
+        AutoscalingConfig.model_validate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_or_autoscaled(self) -> "DeploymentArgs":
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set either num_replicas or autoscaling_config, not both")
+        return self
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for `serve.deployment(...)`."""
+        from ray.serve.config import BackpressureConfig
+
+        scaling: dict[str, Any] = (
+            {"autoscaling_config": self.autoscaling_config}
+            if self.autoscaling_config is not None
+            else {"num_replicas": self.num_replicas or 1}
+        )
+        return {
+            **scaling,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=self.retry_after_s),
+        }
+
+
+class BatchTuning(BatchingConfig):
+    """The model deployment's `user_config`: batch shape, changeable at runtime without a restart.
+
+    `max_batch_tokens` is both the Serve batch queue's budget (real tokens of the merged requests)
+    and the engine's per-forward budget (padded tokens); `max_batch_size` caps items per forward.
+    """
+
+    batch_wait_timeout_s: float = Field(
+        DEFAULT_BATCH_WAIT_S, ge=0, description="Wait for more requests after a batch's first one."
+    )
+
+
+class ModelServerArgs(DeploymentArgs):
+    """The deployment that holds the model. Batch shape is runtime-tunable through `user_config`."""
+
+    batch_wait_timeout_s: float = Field(
+        DEFAULT_BATCH_WAIT_S, ge=0, description="How long a batch waits for more requests after its first one arrives."
+    )
+
+
+class IngressArgs(DeploymentArgs):
+    """The FastAPI ingress: validates, tokenizes (CPU) and fans requests out to the model replicas."""
+
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per ingress replica.")
+    max_ongoing_requests: int = Field(256, ge=1, description="Requests in flight per ingress replica.")
+    max_body_bytes: int = Field(16 * 2**20, ge=1, description="Largest request body accepted (413 above).")
+    chunk_items: int = Field(
+        64, ge=1, description="Items per call to the model deployment: big requests spread over replicas."
+    )
+
+
+class ServeArgs(StrictModel):
+    """Arguments of `serve.app:build_app` (the `args:` of an application in a Serve config)."""
+
+    rm: RMConfig = Field(default_factory=RMConfig, description="What to score with: model, tokenization, batching.")
+    model_server: ModelServerArgs = Field(default_factory=ModelServerArgs)
+    ingress: IngressArgs = Field(default_factory=IngressArgs)
+
+    @model_validator(mode="after")
+    def _gpus_match_model_placement(self) -> "ServeArgs":
+        model, gpus = self.rm.model, self.model_server.num_gpus
+        if model.device_map == "auto" and gpus < 1:
+            raise ValueError("rm.model.device_map: auto spreads the model over the replica's GPUs; "
+                             "set model_server.num_gpus >= 1")
+        if gpus > 1 and model.device_map is None:
+            raise ValueError(f"model_server.num_gpus is {gpus} but the model loads on one device; "
+                             "set rm.model.device_map: auto to spread it, or num_gpus: 1")
+        if model.device.startswith("cuda") and gpus == 0:
+            raise ValueError(f"rm.model.device is {model.device!r} but model_server.num_gpus is 0")
+        return self
+
+    def batch_tuning(self) -> BatchTuning:
+        """The model deployment's initial user_config, from `rm.batching` and the batch wait."""
+        return BatchTuning(**self.rm.batching.model_dump(), batch_wait_timeout_s=self.model_server.batch_wait_timeout_s)

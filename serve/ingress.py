@@ -1,0 +1,72 @@
+"""The ingress deployment: HTTP (FastAPI) and handle entry point, tokenizer, fan-out to model replicas.
+
+A plain class; `serve.app.build_app` wraps it with `serve.ingress()` and `serve.deployment`. It
+tokenizes on CPU here, so model replicas only run forward passes, and splits big requests into
+chunks that the router spreads over model replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from rmcluster.config import RMConfig
+from rmcluster.engine import ScoreResult
+from rmcluster.protocol import ServiceOverloadedError
+from rmcluster.scorers import build_encoder
+from rmcluster.templating import EncodedItem
+
+from .args import IngressArgs
+from .metrics import IngressMetrics
+from .router import build_router
+from .serving import ScoringService
+
+
+class RewardIngress:
+    def __init__(self, model: DeploymentHandle, rm: RMConfig, settings: IngressArgs):
+        self._model = model
+        self._settings = settings
+        metrics = IngressMetrics(rm.model.name)
+        self.service = ScoringService(build_encoder(rm), self._score_encoded, rm.model.name,
+                                      on_tokenize=metrics.tokenize.observe)
+
+    def __serve_build_asgi_app__(self):
+        return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health)
+
+    async def _score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
+        n = self._settings.chunk_items
+        calls = [self._model.score_encoded.remote(encoded[i : i + n]) for i in range(0, len(encoded), n)]
+        try:
+            parts = await asyncio.gather(*calls)
+        except BackPressureError as err:
+            for call in calls:
+                call.cancel()
+            raise ServiceOverloadedError(f"model replicas are saturated: {err}",
+                                         retry_after_s=err.retry_after_s or self._settings.retry_after_s) from None
+        return [r for part in parts for r in part]
+
+    # -- handle API: serve.get_app_handle(app).<method>.remote(...) ------------------------------------
+    async def score(self, conversations: list[list[dict]]) -> list[float]:
+        """One score per conversation (a list of {"role", "content"} messages)."""
+        return await self.service.score_conversations(conversations)
+
+    async def score_pairs(self, pairs: list[dict]) -> list[list[float]]:
+        """[chosen, rejected] scores per {"prompt", "chosen", "rejected"}."""
+        return await self.service.score_pairs(pairs)
+
+    async def score_responses(self, groups: list[dict]) -> list[list[float]]:
+        """Scores per {"prompt", "responses": [...]} group, in response order."""
+        return await self.service.score_responses(groups)
+
+    async def score_records(self, records: list[dict]) -> list[dict]:
+        """Result rows as `rmcluster.pipeline.score_records` makes them (id, index, label, score, ..., model)."""
+        return await self.service.score_records(records)
+
+    async def health(self) -> None:
+        """Raises unless a model replica answers."""
+        await self._model.info.remote()
+
+    async def model_info(self) -> dict:
+        return await self._model.info.remote()

@@ -1,0 +1,129 @@
+"""The model-holding deployment: one `ScoringEngine` per replica, fed by Serve's dynamic batching.
+
+A plain class; `serve.app.build_app` turns it into a deployment. Callers (the ingress) send already
+tokenized items. Each item is one element of the `@serve.batch` queue, whose size function counts
+tokens, so concurrent requests merge into batches of about one token budget. The engine then
+plans the forward passes (length-sorted, padded-token budget, item cap) and its forward runs on a
+worker thread, so the event loop keeps accepting requests, answering health checks and the
+router's queue-length probes while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ray import serve
+
+from rmcluster.config import BatchingConfig, RMConfig
+from rmcluster.engine import BatchStats, ScoreResult, ScoringEngine
+from rmcluster.templating import EncodedItem
+
+from .args import BatchTuning
+from .metrics import ModelServerMetrics
+
+log = logging.getLogger("ray.serve")
+
+
+class _TokenBudgetWarningFilter(logging.Filter):
+    """Serve warns when a batch's max_batch_size exceeds max_ongoing_requests, assuming it counts
+    requests. Here it counts tokens (batch_size_fn), so the warning does not apply."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will never achieve the configured `max_batch_size`" not in record.getMessage()
+
+
+log.addFilter(_TokenBudgetWarningFilter())
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """One item in the Serve batch queue, with the cost the batch size function counts."""
+
+    item: EncodedItem
+    cost: int  # tokens, capped at the budget so that an item longer than the budget still runs (alone)
+    request: int  # which call it came from, to count how many requests a batch merged
+
+
+def _queued_tokens(batch: Sequence[_Queued]) -> int:
+    return sum(q.cost for q in batch)
+
+
+class RewardModelServer:
+    """Scores tokenized items with one model; merges concurrent requests into token-budgeted batches."""
+
+    def __init__(self, rm: RMConfig):
+        self.engine = ScoringEngine.from_config(rm)
+        self.metrics = ModelServerMetrics(self.engine.model_name)
+        # One forward at a time per replica; the thread keeps the event loop free.
+        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rm-forward")
+        self._request_ids = itertools.count()
+        # Open while no forward pass runs. Requests that arrive during a forward wait here and
+        # then join the queue together, so under load batches fill while the model is busy, and
+        # a lone request on an idle replica goes straight through without waiting.
+        self._model_idle = asyncio.Event()
+        self._model_idle.set()
+        self._counters = {"serve_batches": 0, "forward_passes": 0, "items": 0, "max_requests_per_batch": 0,
+                          "max_items_per_forward": 0}
+        log.info("RewardModelServer: %s on %s, budget %d tokens", self.engine.model_name,
+                 self.engine.scorer.device_type, self.engine.max_batch_tokens)
+
+    def reconfigure(self, user_config: dict) -> None:
+        tuning = self._tuning = BatchTuning.model_validate(user_config or {})
+        self.engine.batching = BatchingConfig(max_batch_tokens=tuning.max_batch_tokens,
+                                              max_batch_size=tuning.max_batch_size)
+        self._batched.set_max_batch_size(self.engine.max_batch_tokens)
+        self._batched.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
+        log.info("batch tuning: %s (token budget %d)", tuning.model_dump(), self.engine.max_batch_tokens)
+
+    async def score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
+        """Scores in input order. Items of one call may land in different batches."""
+        await self._model_idle.wait()
+        budget = self.engine.max_batch_tokens
+        request = next(self._request_ids)
+        return await asyncio.gather(
+            *(self._batched(_Queued(e, min(e.num_tokens, budget), request)) for e in encoded)
+        )
+
+    # Placeholders: reconfigure() sets the real budget and wait from user_config before any request.
+    @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.005, batch_size_fn=_queued_tokens)
+    async def _batched(self, queued: list[_Queued]) -> list[ScoreResult]:
+        passes: list[BatchStats] = []
+        self._model_idle.clear()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._forward_thread, self.engine.score_encoded, [q.item for q in queued], passes.append
+            )
+        finally:
+            self._model_idle.set()
+        self._count(queued, passes)
+        return results
+
+    def _count(self, queued: list[_Queued], passes: list[BatchStats]) -> None:
+        requests = len({q.request for q in queued})
+        self.metrics.record_queue_batch(requests)
+        self.metrics.record_forwards(passes)
+        c = self._counters
+        c["serve_batches"] += 1
+        c["forward_passes"] += len(passes)
+        c["items"] += len(queued)
+        c["max_requests_per_batch"] = max(c["max_requests_per_batch"], requests)
+        c["max_items_per_forward"] = max([c["max_items_per_forward"], *(p.items for p in passes)])
+
+    def stats(self) -> dict:
+        """This replica's batching counters since start (for tests and debugging)."""
+        return dict(self._counters)
+
+    def info(self) -> dict:
+        scorer = self.engine.scorer
+        return {"model": self.engine.model_name, "max_length": scorer.max_length, "device": scorer.device_type,
+                "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size,
+                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s,
+                "replica": serve.get_replica_context().replica_tag}
+
+    def check_health(self) -> None:
+        self.engine.health()

@@ -1,0 +1,100 @@
+"""HTTP routing: endpoints, request and response models, and the status code of every error.
+
+`build_router` returns a FastAPI app over a `ScoringService`; the ingress deployment serves it.
+Nothing here scores or tokenizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from rmcluster import __version__
+from rmcluster.protocol import (
+    ClassifyRequest, ClassifyResponse, ErrorBody, ErrorResponse, GetRewardRequest, GetRewardResponse,
+    HealthResponse, ModelCard, ModelList, ScoreRequest, ScoreResponse, ScoringError, ServiceOverloadedError,
+    invalid_input_at,
+)
+
+from .body_limit import BodySizeLimit
+from .serving import ScoringService
+
+log = logging.getLogger("ray.serve")
+
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "An item is over max_length (on_overflow: error) or unscorable."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    422: {"model": ErrorResponse, "description": "Invalid request; names the failing item and field."},
+    503: {"model": ErrorResponse, "description": "Overloaded; retry after the Retry-After header's seconds."},
+}
+
+
+def build_router(service: ScoringService, *, max_body_bytes: int,
+                 health: Callable[[], Awaitable[None]], health_timeout_s: float = 10.0) -> FastAPI:
+    app = FastAPI(
+        title="rmcluster reward model",
+        version=__version__,
+        description="Reward-model scores (raw logits) with exact parity to the per-conversation HF loop.",
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
+    async def score(request: ScoreRequest) -> ScoreResponse:
+        """Score conversations, a prompt's responses (best-of-N) or a preference pair."""
+        return await service.score(request)
+
+    @app.post("/get_reward", response_model=GetRewardResponse, responses=_ERRORS)
+    async def get_reward(request: GetRewardRequest) -> GetRewardResponse:
+        """OpenRLHF `--remote_rm_url` drop-in: already-templated texts in, rewards out."""
+        return await service.get_reward(request)
+
+    @app.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
+    async def classify(request: ClassifyRequest) -> ClassifyResponse:
+        """vLLM pooling-API drop-in (as veRL's reward loop calls it); raw logits unless use_activation."""
+        return await service.classify(request)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=service.model_name, max_model_len=service.max_length)])
+
+    @app.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
+    async def healthz():
+        """200 when a model replica answers within the timeout, else 503."""
+        try:
+            await asyncio.wait_for(health(), timeout=health_timeout_s)
+        except Exception as err:  # noqa: BLE001 - any failure means not healthy
+            body = ErrorBody(message=f"model replicas not answering: {type(err).__name__}: {err}",
+                             type="unavailable", code=503)
+            return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=503)
+        return HealthResponse(model=service.model_name)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        worst = max(errors, key=lambda e: len(e.get("loc", ())))
+        return _error_response(invalid_input_at(tuple(worst.get("loc", ())), worst.get("msg", "invalid"),
+                                                len(errors)))
+
+    @app.exception_handler(ScoringError)
+    async def _scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        body = ErrorBody(message=f"{type(exc).__name__}: {exc}", type="internal_error", code=500)
+        return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=500)
+
+    return app
+
+
+def _error_response(exc: ScoringError) -> JSONResponse:
+    headers = None
+    if isinstance(exc, ServiceOverloadedError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    return JSONResponse(exc.to_response().model_dump(), status_code=exc.status_code, headers=headers)
