@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -36,3 +38,21 @@ def job_command(*args: str) -> list[str]:
 def job_env(**extra: str) -> dict:
     """Environment for a job subprocess: the worktree's code first (see tests/conftest.py)."""
     return {**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"], **extra}
+
+
+def run_job(argv: list[str]) -> tuple[int, str]:
+    """The job in-process (on the session's Ray cluster): exit code and stdout."""
+    from jobs.score_corpus import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(argv)
+    return rc, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def scored(ray_cluster, job_args, tmp_path_factory):
+    """One actor-pool run over the whole corpus, in several files so that resume has something to lose."""
+    out = tmp_path_factory.mktemp("job") / "store"
+    rc, printed = run_job([*job_args, "--output", str(out), "--rows-per-file", "700", "--batch-size", "256"])
+    return rc, printed, out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import statistics
@@ -11,28 +9,13 @@ import statistics
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.score_corpus import main as job_main
 from rmcluster.cli import main as rmcluster_main
 from rmcluster.store import ResultsStore
+from tests.jobs.conftest import run_job
 from tests.jobs.corpus import TOL, assert_store_matches
 from tests.reference import ReferenceLoop
 
 pytestmark = pytest.mark.ray
-
-
-def run_job(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = job_main(argv)
-    return rc, out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def scored(ray_cluster, job_args, tmp_path_factory):
-    """One job run over the whole corpus, in several files so that resume has something to lose."""
-    out = tmp_path_factory.mktemp("job") / "store"
-    rc, printed = run_job([*job_args, "--output", str(out), "--rows-per-file", "700", "--batch-size", "256"])
-    return rc, printed, out
 
 
 def test_every_row_present_and_scores_match_rmcluster_score(scored, reference):
