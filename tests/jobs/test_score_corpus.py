@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -104,3 +105,15 @@ def test_rerun_scores_only_what_is_missing(scored, reference, job_args, tmp_path
     assert summary["run"]["rows_written"] - summary["run"]["duplicates_removed"] == lost
     assert not list((out / "data").glob(".*.tmp"))
     assert_store_matches(out, reference)
+
+
+def test_the_readme_query_runs_on_the_store(scored):
+    """The DuckDB query the README shows, run as written on a real store."""
+    import duckdb
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    query = readme.split("```sql\n", 1)[1].split("```", 1)[0].replace("results/run-1", str(scored[2]))
+    buckets = duckdb.sql(query).fetchall()
+    summary = json.loads((scored[2] / "summary.json").read_text())
+    assert sum(pairs for _, _, pairs in buckets) == summary["pairs"]
+    assert sum(acc * pairs for _, acc, pairs in buckets) == pytest.approx(summary["pair_accuracy"] * summary["pairs"])
