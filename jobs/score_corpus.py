@@ -82,16 +82,23 @@ def _num_gpus(config: JobConfig) -> float:
 
 def _serve_model_name(app: str) -> str:
     """The app's model name (it labels rows for invalid JSON, which never reach the app); fails fast."""
-    from ray import serve
+    from rmcluster.client import HandleRewardClient
 
     try:
-        rows = serve.get_app_handle(app).score_records.remote([SERVE_PROBE]).result()
+        return HandleRewardClient(app).score_records([SERVE_PROBE])[0]["model"]
     except Exception as err:  # noqa: BLE001 - unknown app, or one that does not speak score_records
         raise PreflightError(f"Serve app {app!r} is not usable: {type(err).__name__}: {err}") from None
-    return rows[0]["model"]
 
 
-def build_dataset(config: JobConfig, fs, files: list[str], done):
+def _check_same_model(store: ResultsStore, model: str) -> None:
+    """Resuming with another model would mix two models' scores in one store."""
+    other = store.models() - {model}
+    if other:
+        raise PreflightError(f"{store.uri} holds results of model {sorted(other)}, not {model!r}; "
+                             "use a new --output for another model")
+
+
+def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
     """Steps 1-3: read, tokenize, score (actor pool or Serve). Returns the dataset of result rows."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -109,8 +116,7 @@ def build_dataset(config: JobConfig, fs, files: list[str], done):
             num_cpus=IO_CPUS,  # it waits on the app; the replicas hold the CPUs/GPUs
             batch_size=tok.batch_size,
             batch_format="pyarrow",
-            fn_constructor_kwargs={"app": config.serve.app, "done_keys": done,
-                                   "model": _serve_model_name(config.serve.app),
+            fn_constructor_kwargs={"app": config.serve.app, "done_keys": done, "model": model,
                                    "requests_in_flight": config.serve.requests_in_flight},
         )
     ds = ds.map_batches(
@@ -133,7 +139,7 @@ def build_dataset(config: JobConfig, fs, files: list[str], done):
     )
 
 
-def finish(store: ResultsStore, config: JobConfig, written: dict, wall: float, already_done: int) -> dict:
+def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wall: float, already_done: int) -> dict:
     """Step 4b: one row per key, then summary.json and report.html over the whole store."""
     from rmcluster.report import render_report
 
@@ -145,7 +151,9 @@ def finish(store: ResultsStore, config: JobConfig, written: dict, wall: float, a
     summary["run"] = {"rows_written": written["rows"], "files_written": written["files"],
                       "tokens_scored": written["tokens"], "already_stored": already_done,
                       "duplicates_removed": duplicates}
-    summary["model"] = config.serve.app and f"serve:{config.serve.app}" or config.scoring.model.name
+    summary["model"] = model
+    if config.serve.app:
+        summary["serve_app"] = config.serve.app
     summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     store.write_text(REPORT_FILE, render_report(table, summary, title=f"rmcluster results: {config.output}"))
@@ -158,17 +166,23 @@ def run(config: JobConfig, fs, files: list[str]) -> dict:
     from .sink import StoreDatasink
 
     store = ResultsStore(config.output)
+    model = config.scoring.model.name
+    if config.serve.app is None:
+        _check_same_model(store, model)
+    if not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS (set by `ray job submit`) or a local cluster
+    if config.serve.app is not None:
+        model = _serve_model_name(config.serve.app)
+        _check_same_model(store, model)
     store.remove_temp_files()  # a killed writer's leftovers never counted
     store.dedupe()
     done = store.done_keys()
-    if not ray.is_initialized():
-        ray.init()  # RAY_ADDRESS (set by `ray job submit`) or a local cluster
     start = time.perf_counter()
-    ds = build_dataset(config, fs, files, done)
+    ds = build_dataset(config, fs, files, done, model)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     sink = StoreDatasink(config.output, run_id, config.rows_per_file)
     ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_CPUS})
-    return finish(store, config, sink.written, time.perf_counter() - start, int(done.size))
+    return finish(store, config, model, sink.written, time.perf_counter() - start, int(done.size))
 
 
 def build_parser() -> argparse.ArgumentParser:

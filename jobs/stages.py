@@ -4,16 +4,14 @@
     Scorer       (GPU actors)  token ids -> scores with the engine's token-budget batching
     ServeScorer  (light actors) JSON lines -> the Serve app's `score_records` -> rows
 
-Every stage drops items whose (id, index) is already in the results store, so a rerun scores only
-what is missing. Rows are built by the same helpers as `rmcluster score` (`result_row`, `error_row`).
+Tokenizer and ServeScorer drop items whose (id, index) is already in the results store, so a rerun
+scores only what is missing. Rows are built by the same helpers as `rmcluster score` (`result_row`, `error_row`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +22,6 @@ from rmcluster.pipeline import records_to_items
 from rmcluster.records import RecordError
 from rmcluster.results import RESULT_SCHEMA, error_row, result_row
 from rmcluster.store import STORE_SCHEMA, contains, key_digests
-
-log = logging.getLogger(__name__)
 
 # Tokenizer output: result rows (errors already final) plus the ids to score.
 ENCODED_SCHEMA = RESULT_SCHEMA.append(pa.field("input_ids", pa.list_(pa.int32())))
@@ -105,22 +101,22 @@ class Scorer:
         return _stamp(rows)
 
 
-def _is_backpressure(err: BaseException) -> bool:
-    return type(err).__name__ == "BackPressureError"
-
-
 class ServeScorer:
-    """Scores through a running Serve app: `handle.score_records.remote(records) -> rows`."""
+    """Scores through a running Serve app's `score_records`, a few requests in flight per batch.
 
-    RETRIES = 8
+    `HandleRewardClient` retries with backoff when the app is overloaded (BackPressureError, 503).
+    """
 
     def __init__(self, app: str, done_keys: np.ndarray, model: str, requests_in_flight: int = 4):
-        from ray import serve
+        from concurrent.futures import ThreadPoolExecutor
 
-        self.handle = serve.get_app_handle(app)
+        from rmcluster.client import HandleRewardClient
+
+        self.client = HandleRewardClient(app)
+        self.pool = ThreadPoolExecutor(requests_in_flight)
+        self.requests_in_flight = requests_in_flight
         self.done = done_keys
         self.model = model  # for invalid-JSON rows, which never reach the app
-        self.requests_in_flight = requests_in_flight
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raws = parse_lines(batch)
@@ -133,30 +129,9 @@ class ServeScorer:
             keys = [(entry.record_id, 0)] if isinstance(entry, RecordError) else [(it.id, it.index) for it in entry]
             if _not_done(self.done, [{"id": i, "index": n} for i, n in keys]):
                 send.append(raw)  # schema errors too: the app writes their error rows
-        rows.extend(self._score(send))
+        if send:
+            n = min(self.requests_in_flight, len(send))
+            chunks = [send[i::n] for i in range(n)]  # row order within the store does not matter
+            for part in self.pool.map(self.client.score_records, chunks):
+                rows.extend(part)
         return _stamp(_not_done(self.done, rows))
-
-    def _score(self, records: list) -> list[dict]:
-        if not records:
-            return []
-        n = min(self.requests_in_flight, len(records))
-        chunks = [records[i::n] for i in range(n)]  # order within the store does not matter
-        calls = [self.handle.score_records.remote(c) for c in chunks]
-        out: list[dict] = []
-        for chunk, call in zip(chunks, calls):
-            out.extend(self._result(chunk, call))
-        return out
-
-    def _result(self, chunk: list, call) -> list[dict]:
-        delay: Optional[float] = 0.5
-        for attempt in range(self.RETRIES):
-            try:
-                return list(call.result())
-            except Exception as err:  # noqa: BLE001 - retry only back-pressure
-                if not _is_backpressure(err) or attempt == self.RETRIES - 1:
-                    raise
-                log.warning("Serve app is back-pressuring; retrying in %.1fs", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                call = self.handle.score_records.remote(chunk)
-        raise AssertionError("unreachable")

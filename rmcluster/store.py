@@ -116,6 +116,11 @@ class ResultsStore:
             for f in files
         )
 
+    def models(self) -> set[str]:
+        """The model names the store's rows were scored with."""
+        return {m for path in self.data_files()
+                for m in pq.read_table(path, columns=["model"], filesystem=self.fs)["model"].unique().to_pylist()}
+
     def _file_keys(self) -> list[tuple[str, np.ndarray]]:
         out = []
         for path in self.data_files():

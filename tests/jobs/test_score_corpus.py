@@ -117,3 +117,10 @@ def test_the_readme_query_runs_on_the_store(scored):
     summary = json.loads((scored[2] / "summary.json").read_text())
     assert sum(pairs for _, _, pairs in buckets) == summary["pairs"]
     assert sum(acc * pairs for _, acc, pairs in buckets) == pytest.approx(summary["pair_accuracy"] * summary["pairs"])
+
+
+def test_resuming_with_another_model_is_refused(scored, corpus, tmp_path, capsys):
+    out = tmp_path / "store"
+    shutil.copytree(scored[2], out)
+    rc, _ = run_job(["--input", str(corpus), "--output", str(out), "--model", "demo"])
+    assert rc == 2 and "use a new --output for another model" in capsys.readouterr().err
