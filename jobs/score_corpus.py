@@ -42,7 +42,7 @@ SERVE_PROBE = {"id": "rmcluster-job-probe", "text": "probe"}
 
 
 class PreflightError(Exception):
-    """The job cannot start; the message says why. Raised before any cluster work."""
+    """The job cannot start; the message says why. Raised before anything is scored."""
 
 
 def check_model(config: RMConfig) -> None:
@@ -60,7 +60,7 @@ def check_model(config: RMConfig) -> None:
 
 
 def preflight(config: JobConfig) -> tuple:
-    """Inputs exist and the model loads (tokenizer only, no weights), without touching Ray."""
+    """Inputs exist and the model loads (tokenizer and config; weight files exist), without touching Ray."""
     from .inputs import expand_input
 
     try:
