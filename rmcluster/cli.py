@@ -45,6 +45,24 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from .store import SUMMARY_FILE, ResultsStore
+    from .summary import format_summary, summarize
+
+    store = ResultsStore(args.dir)
+    summary = store.summary()
+    if summary is None:
+        files = store.data_files()
+        if not files:
+            print(f"error: no results store at {args.dir} (no {SUMMARY_FILE}, no data files)", file=sys.stderr)
+            return 2
+        # An unfinished or killed job: what its committed files hold (possibly with repeats).
+        print(f"note: no {SUMMARY_FILE} (job not finished); computed from {len(files)} data files", file=sys.stderr)
+        summary = summarize(store.read(["id", "index", "label", "score", "num_tokens", "truncated", "error"]))
+    print(f"{args.dir}\n{format_summary(summary)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo_model import SEED_PAIR
     from .engine import ScoringEngine
@@ -81,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(score)
     score.set_defaults(func=_cmd_score)
+
+    results = sub.add_parser("results", help="print the summary of a results store (the corpus job's output dir)")
+    results.add_argument("dir", help="results store directory (local, s3:// or gs://)")
+    results.set_defaults(func=_cmd_results)
 
     demo = sub.add_parser("demo", help="score the 'Jane has 12 apples' preference pair in-process")
     add_config_flags(demo)

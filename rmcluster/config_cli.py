@@ -49,7 +49,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type[BaseModel
             _flag(path, field),
             dest="cfg__" + "__".join(path),
             default=argparse.SUPPRESS,
-            help=(field.description or "") + f" [default: {field.default}]",
+            help=(field.description or "") + (" [required]" if field.is_required() else f" [default: {field.default}]"),
             **_arg_spec(field.annotation),
         )
 
