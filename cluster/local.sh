@@ -3,6 +3,7 @@
 #
 #   cluster/local.sh up [--workers N] [--worker-cpus C]   # head + N workers (default 1 worker, 2 CPUs)
 #   cluster/local.sh status
+#   cluster/local.sh exec I CMD...   # run CMD on node I (0 = head), e.g. to reach a service bound to its 127.0.0.1
 #   cluster/local.sh down
 #
 # Each node is its own `ray start`. As root, each runs in its own network namespace ("host") with
@@ -10,16 +11,19 @@
 # share 127.0.0.1 (still separate raylets). Like the KubeRay manifests, the head has num-cpus 0, so
 # Serve replicas and scoring actors can only run on workers.
 #
-# `up` writes $STATE/cluster.env (`source` it: RAY_ADDRESS for `ray job submit` / `serve deploy`,
+# `up` writes $STATE/cluster.env (`source` it: RAY_ADDRESS for `ray job submit`, RAY_DASHBOARD_ADDRESS for `serve deploy`,
 # GCS_ADDRESS, HEAD_IP, SERVE_URL, and the token-auth settings every Ray CLI call needs). The
-# cluster uses token auth with its own token ($STATE/auth_token), as Ray 2.60 recommends. Env: RAY (ray binary; default .venv/bin/ray or `ray` on PATH),
-# RMCLUSTER_LOCAL_STATE (default /tmp/rmcluster-local), RMCLUSTER_LOCAL_SUBNET (default 10.213.77).
+# cluster uses token auth with its own token ($STATE/auth_token), as Ray 2.60 recommends.
+# Env: RAY (ray binary; default .venv/bin/ray or `ray` on PATH), RMCLUSTER_LOCAL_STATE (default
+# /tmp/rmcluster-local), RMCLUSTER_LOCAL_SUBNET (default 10.213.77), RMCLUSTER_LOCAL_NAME (default rmc),
+# RMCLUSTER_LOCAL_GCS_PORT / RMCLUSTER_LOCAL_DASHBOARD_PORT (default 6379 / 8265).
 set -euo pipefail
 
 STATE=${RMCLUSTER_LOCAL_STATE:-/tmp/rmcluster-local}
 SUBNET=${RMCLUSTER_LOCAL_SUBNET:-10.213.77}
-BRIDGE=rmcbr0
-NS_PREFIX=rmc-node
+NAME=${RMCLUSTER_LOCAL_NAME:-rmc}  # prefix of the bridge, namespaces and veths (so two clusters can coexist)
+BRIDGE=${NAME}br0
+NS_PREFIX=${NAME}-node
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z "${RAY:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/ray" ]]; then RAY="$ROOT/.venv/bin/ray"; else RAY=$(command -v ray); fi
@@ -44,7 +48,7 @@ run_on() {
 }
 
 make_host() {  # make_host I IP: namespace + veth into the bridge
-  local i=$1 ip=$2 ns="${NS_PREFIX}$1" veth="rmc-veth$1"
+  local i=$1 ip=$2 ns="${NS_PREFIX}$1" veth="${NAME}-veth$1"
   ip netns add "$ns"
   ip link add "$veth" type veth peer name eth0 netns "$ns"
   ip link set "$veth" master "$BRIDGE" up
@@ -89,12 +93,15 @@ cmd_up() {
     || { cat "$STATE/head.log" >&2; exit 1; }
   for i in $(seq 1 "$workers"); do
     log "worker $i at $(node_ip "$i")"
+    # Each node gets its own temp dir, as separate machines have: nodes sharing one would race
+    # unpacking and garbage-collecting runtime-env packages (working_dir) in the same place.
     run_on "$i" "$RAY" start --address="$head_ip:$port" --node-ip-address="$(node_ip "$i")" \
-      --num-cpus="$worker_cpus" --resources="{\"rmc_worker_$i\": 1}" --disable-usage-stats \
+      --num-cpus="$worker_cpus" --resources="{\"rmc_worker_$i\": 1}" --temp-dir="$STATE/ray$i" --disable-usage-stats \
       >"$STATE/worker$i.log" 2>&1 || { cat "$STATE/worker$i.log" >&2; exit 1; }
   done
   cat >"$STATE/cluster.env" <<EOF
 export RAY_ADDRESS=http://$head_ip:$dash
+export RAY_DASHBOARD_ADDRESS=http://$head_ip:$dash
 export GCS_ADDRESS=$head_ip:$port
 export HEAD_IP=$head_ip
 export SERVE_URL=http://$head_ip:8000
@@ -132,7 +139,7 @@ cmd_down() {
       [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null || true
       ip netns del "$ns" || true
     done
-    for veth in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^rmc-veth' || true); do
+    for veth in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^${NAME}-veth" || true); do
       ip link del "$veth" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
@@ -147,6 +154,7 @@ cmd_down() {
 case ${1:-} in
   up) shift; cmd_up "$@" ;;
   status) cmd_status ;;
+  exec) shift; [[ -f "$STATE/mode" ]] || { log "not up"; exit 1; }; node=$1; shift; run_on "$node" "$@" ;;
   down) cmd_down ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
