@@ -37,8 +37,8 @@ def _arg_spec(annotation: Any) -> dict:
     if base is bool:
         return {"action": argparse.BooleanOptionalAction}
     if base in (int, float):
-        return {"type": base}
-    return {"type": str}
+        return {"type": base, "metavar": base.__name__.upper()}
+    return {"type": str, "metavar": "TEXT"}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type[BaseModel] = RMConfig) -> None:
