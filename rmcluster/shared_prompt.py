@@ -23,8 +23,9 @@ def build_units(
 ) -> list[PackUnit]:
     """Units for the items `indices` of `encoded`: shared-prompt groups where allowed, else single sequences.
 
-    A group is cut into several units (each with the prompt) so that every unit fits `max_tokens`
-    computed tokens and `max_items` items.
+    A group is cut into several units (each with the prompt) so that every unit's tails fit
+    `max_tokens` and it holds at most `max_items` items. The prompt rides on top of the budget: a cut
+    recomputes the whole prompt, which costs more than running one prompt's worth over budget.
     """
     units: list[PackUnit] = []
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -35,7 +36,7 @@ def build_units(
         else:
             units.append(PackUnit.single(e.input_ids, i))
     for prompt, members in groups.items():
-        for chunk in _chunks(len(prompt), [encoded[i].num_tokens - len(prompt) for i in members], max_tokens, max_items):
+        for chunk in _chunks([encoded[i].num_tokens - len(prompt) for i in members], max_tokens, max_items):
             chosen = [members[c] for c in chunk]
             if len(chosen) == 1:  # nothing to share
                 units.append(PackUnit.single(encoded[chosen[0]].input_ids, chosen[0]))
@@ -44,14 +45,14 @@ def build_units(
     return units
 
 
-def _chunks(prompt_len: int, tail_lens: Sequence[int], max_tokens: int, max_items: int) -> list[list[int]]:
+def _chunks(tail_lens: Sequence[int], max_tokens: int, max_items: int) -> list[list[int]]:
     chunks: list[list[int]] = []
     current: list[int] = []
-    used = prompt_len
+    used = 0
     for k, n in enumerate(tail_lens):
         if current and (len(current) >= max_items or used + n > max_tokens):
             chunks.append(current)
-            current, used = [], prompt_len
+            current, used = [], 0
         current.append(k)
         used += n
     if current:

@@ -176,7 +176,7 @@ def test_groups_are_cut_to_fit_the_budget_and_item_cap(demo_dir, items):
         assert sorted(m for u in units for m in u.members) == list(range(len(encoded)))
         for u in units:
             assert len(u.members) <= cap
-            assert len(u.members) == 1 or u.num_tokens <= budget
+            assert len(u.members) == 1 or u.num_tokens - len(u.prompt) <= budget  # the prompt rides on top
             for m, tail in zip(u.members, u.tails):  # prompt + tail is the item's whole sequence
                 assert list(u.prompt) + list(tail) == encoded[m].input_ids
 
