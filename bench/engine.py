@@ -38,7 +38,6 @@ from rmcluster.engine import ScoringEngine  # noqa: E402
 from rmcluster.packing import PackUnit  # noqa: E402
 from rmcluster.records import ScoreItem  # noqa: E402
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer  # noqa: E402
-from rmcluster.shared_prompt import build_units  # noqa: E402
 
 SHAPES = {
     # CPU: big enough that compute dominates (hidden >= 256, >= 4 layers), GQA like Llama-3.
@@ -195,9 +194,7 @@ class Bench:
             _sync(self.device)
             flops = self.full_flops(convs)
             if engine.shared_prompt:  # the units the engine ran (same planner, same inputs)
-                units = build_units(encoded, range(len(encoded)), True, engine.max_batch_tokens,
-                                    engine.batching.max_batch_size)
-                flops = sum(unit_flops(self.model, u) for u in units)
+                flops = sum(unit_flops(self.model, u) for u in engine.pack_units(encoded, range(len(encoded))))
             return Run([r.score for r in results], sum(occupied), flops)
 
         return run

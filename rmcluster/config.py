@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # already at peak, masks and padding cost); CUDA: batch-1 prefill leaves the GPU idle, so large budgets.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768}
 # Packed batches count real tokens. CPU: matmuls already fill at a few hundred rows, and longer
-# packs only add cache pressure; CUDA: as many tokens as memory comfortably allows.
-DEFAULT_PACK_TOKENS = {"cpu": 2048, "cuda": 32768}
+# packs only add cache pressure (2048- and 4096-token packs measured slower than 1024); CUDA: as many
+# tokens as memory comfortably allows.
+DEFAULT_PACK_TOKENS = {"cpu": 1024, "cuda": 32768}
 # `packing: auto` per device kind, from bench/engine.py measurements.
 AUTO_PACKING = {"cpu": True, "cuda": True}
 

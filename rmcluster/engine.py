@@ -120,7 +120,7 @@ class ScoringEngine:
         budget, max_items = self.max_batch_tokens, self.batching.max_batch_size
         padded = todo
         if packing or sharing:
-            units = build_units(encoded, todo, sharing, budget, max_items)  # type: ignore[arg-type]
+            units = self.pack_units(encoded, todo)
             if packing:
                 padded = []
                 packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
@@ -135,6 +135,16 @@ class ScoringEngine:
         for batch in plan_batches(lengths, budget, max_items):
             self._run([padded[b] for b in batch], encoded, results, on_batch)
         return results  # type: ignore[return-value]
+
+    def pack_units(self, encoded: Sequence[Encoded], indices: Sequence[int]) -> list[PackUnit]:
+        """The units `score_encoded` runs for these items: shared-prompt groups (when on) and single sequences.
+
+        A group stays whole up to max(token budget, max_length) tokens, the largest forward the
+        engine already runs for one long item: cutting it would recompute its prompt.
+        """
+        group_tokens = max(self.max_batch_tokens, self.scorer.max_length)
+        return build_units(encoded, indices, self.shared_prompt, group_tokens,  # type: ignore[arg-type]
+                           self.batching.max_batch_size)
 
     def _run_pack(self, units: list[PackUnit], encoded: Sequence[Encoded], results: list, on_batch) -> None:
         start = time.perf_counter()

@@ -19,13 +19,12 @@ from .templating import EncodedItem
 
 
 def build_units(
-    encoded: Sequence[EncodedItem], indices: Sequence[int], share: bool, max_tokens: int, max_items: int
+    encoded: Sequence[EncodedItem], indices: Sequence[int], share: bool, max_group_tokens: int, max_items: int
 ) -> list[PackUnit]:
     """Units for the items `indices` of `encoded`: shared-prompt groups where allowed, else single sequences.
 
-    A group is cut into several units (each with the prompt) so that every unit's tails fit
-    `max_tokens` and it holds at most `max_items` items. The prompt rides on top of the budget: a cut
-    recomputes the whole prompt, which costs more than running one prompt's worth over budget.
+    A group is cut into several units, each with the prompt, only where one unit would exceed
+    `max_group_tokens` or `max_items` items: every cut recomputes the whole prompt.
     """
     units: list[PackUnit] = []
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -36,7 +35,8 @@ def build_units(
         else:
             units.append(PackUnit.single(e.input_ids, i))
     for prompt, members in groups.items():
-        for chunk in _chunks([encoded[i].num_tokens - len(prompt) for i in members], max_tokens, max_items):
+        tails = [encoded[i].num_tokens - len(prompt) for i in members]
+        for chunk in _chunks(tails, max_group_tokens - len(prompt), max_items):
             chosen = [members[c] for c in chunk]
             if len(chosen) == 1:  # nothing to share
                 units.append(PackUnit.single(encoded[chosen[0]].input_ids, chosen[0]))

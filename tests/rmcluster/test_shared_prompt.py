@@ -169,16 +169,26 @@ def test_identical_prompts_share_across_records(demo_dir):
     assert max(abs(r.score - ref.score(it.messages)) for r, it in zip(results, items)) < TOL
 
 
-def test_groups_are_cut_to_fit_the_budget_and_item_cap(demo_dir, items):
+def test_groups_are_cut_to_fit_the_group_limit_and_item_cap(demo_dir, items):
     encoded = _engine(demo_dir).encode(items)
-    for budget, cap in [(300, 64), (2000, 2), (1, 1)]:
-        units = build_units(encoded, range(len(encoded)), True, budget, cap)
+    for limit, cap in [(300, 64), (2000, 2), (1, 1)]:
+        units = build_units(encoded, range(len(encoded)), True, limit, cap)
         assert sorted(m for u in units for m in u.members) == list(range(len(encoded)))
         for u in units:
             assert len(u.members) <= cap
-            assert len(u.members) == 1 or u.num_tokens - len(u.prompt) <= budget  # the prompt rides on top
+            assert len(u.members) == 1 or u.num_tokens <= limit
             for m, tail in zip(u.members, u.tails):  # prompt + tail is the item's whole sequence
                 assert list(u.prompt) + list(tail) == encoded[m].input_ids
+
+
+def test_a_group_stays_whole_up_to_max_length_even_over_the_budget(demo_dir, items):
+    """Cutting a group recomputes its prompt, so the engine keeps it whole up to the largest forward it
+    already runs for one long item (max_length)."""
+    engine = _engine(demo_dir, max_batch_tokens=600, tokenization={"max_length": 3000})
+    encoded = engine.encode(items)
+    units = engine.pack_units(encoded, range(len(encoded)))
+    shared = [u for u in units if u.prompt]
+    assert any(u.num_tokens > 600 for u in shared) and all(u.num_tokens <= 3000 for u in shared)
 
 
 class _PoisonScorer(SequenceClassifierScorer):
