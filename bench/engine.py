@@ -279,7 +279,8 @@ def main(argv=None) -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: small on CPU, llama-3.1-8b on CUDA")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--mixes", default="realistic,short,best-of-8")
-    ap.add_argument("--n", type=int, default=None, help="conversations per mix (default: 96 realistic / 400 short on CPU)")
+    ap.add_argument("--n", type=int, default=None,
+                    help="conversations per mix (default on CPU: 96 realistic, 400 short, 64 best-of-8; x2 on GPU)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine budget (default: per device and mode)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -152,9 +152,9 @@ class ScoringEngine:
             logits = self.scorer.forward_packed(units)
         except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
             if len(units) == 1 and len(units[0].members) == 1:
-                i = units[0].members[0]
+                e = encoded[units[0].members[0]]
                 log.warning("item failed in packed forward: %s", err)
-                results[i] = ScoreResult.failed(err, encoded[i].num_tokens, encoded[i].truncated)  # type: ignore[union-attr]
+                results[units[0].members[0]] = ScoreResult.failed(err, e.num_tokens, e.truncated)  # type: ignore
                 return
             _release_device_memory()
             h = len(units) // 2

@@ -49,7 +49,8 @@ class PackUnit:
 
 @dataclass(frozen=True)
 class Segment:
-    """Query rows [start, end) of the pack; they attend to rows [prefix_start, prefix_end), then causally to themselves."""
+    """Query rows [start, end) of the pack, attending to rows [prefix_start, prefix_end) (a shared prompt;
+    empty for a whole sequence) and then causally to themselves."""
 
     start: int
     end: int

@@ -67,7 +67,7 @@ def segment_attention_forward(
     active = _ACTIVE.get()
     if active is None:
         raise RuntimeError(f"{ATTN_NAME} attention runs only inside rmcluster.segment_attention.segment_forward")
-    if attention_mask is not None:  # transformers builds none for this implementation; a model that does is unknown ground
+    if attention_mask is not None:  # transformers builds none for this name; a model that does is unknown ground
         raise NotImplementedError("segment attention takes no attention mask")
     for name in ("s_aux", "position_bias"):
         if kwargs.get(name) is not None:

@@ -137,7 +137,8 @@ class SequenceClassifierScorer(Scorer):
         whole = [self._hidden(torch.tensor([seq]))[0, -1].float() for seq in (a, prompt + t1, prompt + t2, b)]
         rel = max(((p - w).abs().max() / w.abs().max().clamp_min(1e-6)).item() for p, w in zip(packed, whole))
         if rel >= self._probe_tolerance():
-            log.info("%s: packed hidden states differ from per-sequence ones (rel %.1e)", self.model_name, rel)
+            log.warning("%s: packed hidden states differ from per-sequence ones (rel %.1e); packing off",
+                        self.model_name, rel)
         return rel < self._probe_tolerance()
 
     def encode(self, item: ScoreItem) -> EncodedItem:
