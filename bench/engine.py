@@ -142,11 +142,14 @@ class Run:
     flops: float  # useful FLOPs actually computed (a shared prompt counts once)
 
 
-ENGINE_MODES = {  # method name -> batching overrides
-    "engine padded": dict(packing="off", shared_prompt="off"),
-    "engine packed": dict(packing="on", shared_prompt="off"),
-    "engine packed+shared": dict(packing="on", shared_prompt="on"),
+ENGINE_MODES = {  # method name -> (batching overrides, torch.compile)
+    "engine padded": (dict(packing="off", shared_prompt="off"), False),
+    "engine packed": (dict(packing="on", shared_prompt="off"), False),
+    "engine packed compiled": (dict(packing="on", shared_prompt="off"), True),
+    "engine packed+shared": (dict(packing="on", shared_prompt="on"), False),
+    "engine packed+shared compiled": (dict(packing="on", shared_prompt="on"), True),
 }
+SHARED_ONLY = ("engine packed+shared", "engine packed+shared compiled")  # rows for the best-of-8 mix only
 
 
 @dataclass
@@ -154,7 +157,8 @@ class Bench:
     model: object
     tokenizer: object
     device: torch.device
-    scorers: dict[bool, SequenceClassifierScorer]  # by share_prompts: only sharing pays for templating prompts
+    # By (share_prompts, compile): only sharing pays for templating prompts alone.
+    scorers: dict[tuple[bool, bool], SequenceClassifierScorer]
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     lengths: dict = field(default_factory=dict)
 
@@ -183,8 +187,9 @@ class Bench:
         return Run(scores, computed, self.full_flops(convs))
 
     def engine(self, mode: str) -> Callable:
-        batching = self.batching.model_copy(update=ENGINE_MODES[mode])
-        engine = ScoringEngine(self.scorers[batching.shared_prompt != "off"], batching)
+        overrides, compiled = ENGINE_MODES[mode]
+        batching = self.batching.model_copy(update=overrides)
+        engine = ScoringEngine(self.scorers[batching.shared_prompt != "off", compiled], batching)
 
         def run(convs) -> Run:
             occupied = []
@@ -261,16 +266,18 @@ def print_table(mix: str, n: int, tokens: int, peak: float, peak_label: str, row
     ref = rows["reference loop"]["tokens_per_s"]
     hf = rows.get("hf padded 16", {}).get("tokens_per_s")
     print(f"\nmix={mix}: {n} conversations, {tokens:,} tokens; {peak_label}")
-    print(f"{'method':<24}{'tok/s':>10}{'seq/s':>9}{'pad-eff':>9}{'saved':>7}{'GFLOP/s':>10}{'%peak':>7}"
+    print(f"{'method':<30}{'tok/s':>10}{'seq/s':>9}{'pad-eff':>9}{'saved':>7}{'GFLOP/s':>10}{'%peak':>7}"
           f"{'x ref':>7}{'x hf16':>8}{'max|d ref|':>12}")
     for name, r in rows.items():
-        print(f"{name:<24}{r['tokens_per_s']:>10,.0f}{r['seqs_per_s']:>9.1f}{r['padding_efficiency']:>9.2f}"
+        print(f"{name:<30}{r['tokens_per_s']:>10,.0f}{r['seqs_per_s']:>9.1f}{r['padding_efficiency']:>9.2f}"
               f"{100 * r['flops_saved']:>6.0f}%{r['flops_per_s'] / 1e9:>10.1f}{100 * r['flops_per_s'] / peak:>6.0f}%"
               f"{r['tokens_per_s'] / ref:>7.2f}{(r['tokens_per_s'] / hf if hf else float('nan')):>8.2f}"
               f"{r['max_abs_diff_vs_reference']:>12.1e}")
     speed = {name: r["tokens_per_s"] for name, r in rows.items()}
     checks = [("engine packed", "engine padded"), ("engine packed", "reference loop"),
-              ("engine packed+shared", "engine packed"), ("engine padded", "reference loop")]
+              ("engine packed compiled", "engine packed"), ("engine packed compiled", "reference loop"),
+              ("engine packed+shared", "engine packed"), ("engine packed+shared compiled", "engine packed compiled"),
+              ("engine padded", "reference loop")]
     print("  " + "   ".join(f"{a} / {b} = {speed[a] / speed[b]:.2f}x" for a, b in checks if a in speed and b in speed))
 
 
@@ -284,6 +291,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine budget (default: per device and mode)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the engine with torch.compile (model.compile: true)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="'cpu': process CPU time; with --threads 1 it compares methods fairly on a busy machine, "
                     "where other processes preempt the threads of a parallel op and wall times mean little")
@@ -307,13 +316,17 @@ def main(argv=None) -> None:
     tokenizer.pad_token = "<|end_of_text|>"  # for the HF baseline only: a pad id the template never emits
     model = build_model(shape, device, dtype, attn)
     model.config.pad_token_id = tokenizer.pad_token_id
-    scorers = {share: SequenceClassifierScorer(model, tokenizer, f"random-{shape}", share_prompts=share)
-               for share in (False, True)}
-    scorer = scorers[True]
+    start = time.perf_counter()
+    scorers = {(share, compiled): SequenceClassifierScorer(model, tokenizer, f"random-{shape}", share_prompts=share,
+                                                           compile=compiled)
+               for share in (False, True) for compiled in {False, args.compile}}
+    compile_s = time.perf_counter() - start  # the compiled scorers compile in their load-time probe
+    scorer = scorers[True, False]
     batching = BatchingConfig(max_batch_tokens=args.max_batch_tokens)
     bench = Bench(model, tokenizer, device, scorers, batching)
     methods = {"reference loop": bench.reference_loop, "hf padded 16": bench.hf_padded_16}
-    methods.update({mode: bench.engine(mode) for mode in ENGINE_MODES})
+    methods.update({mode: bench.engine(mode) for mode, (_, compiled) in ENGINE_MODES.items()
+                    if args.compile or not compiled})
 
     peak = matmul_peak(device, dtype, clock)
     if gpu:
@@ -325,20 +338,21 @@ def main(argv=None) -> None:
     else:
         peak_label = (f"CPU, {torch.get_num_threads()} threads; measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s"
                       f" ({args.clock} time)")
-    padded, packed = (ScoringEngine(scorer, batching.model_copy(update=ENGINE_MODES[m])) for m in
+    padded, packed = (ScoringEngine(scorer, batching.model_copy(update=ENGINE_MODES[m][0])) for m in
                       ("engine padded", "engine packed"))
     auto = ScoringEngine(scorer, batching)
     print(f"model: random {shape} ({dtype}, {attn}) on {device}; budgets: padded {padded.max_batch_tokens}, "
           f"packed {packed.max_batch_tokens} tokens, {batching.max_batch_size} items; packing "
           f"{'supported' if scorer.supports_packing else 'UNSUPPORTED'} "
           f"({'flash-attn varlen' if scorer.varlen_fn else 'sdpa per segment'}); the default (auto) runs "
-          f"{'packed' if auto.packing else 'padded'}; {args.rounds} interleaved rounds, median {args.clock} time")
+          f"{'packed' if auto.packing else 'padded'}; {args.rounds} interleaved rounds, median {args.clock} time"
+          + (f"; scorers built in {compile_s:.0f}s including torch.compile" if args.compile else ""))
     report = {"shape": shape, "device": str(device), "dtype": str(dtype), "peak_flops_per_s": peak, "mixes": {}}
     for mix in args.mixes.split(","):
         n = args.n or {"realistic": 96, "short": 400, "best-of-8": 64}[mix] * (2 if gpu else 1)
         convs = make_mix(mix, n)
         bench.lengths = {id(c): bench.ids(c).shape[-1] for c in convs}
-        chosen = {k: f for k, f in methods.items() if mix == "best-of-8" or k != "engine packed+shared"}
+        chosen = {k: f for k, f in methods.items() if mix == "best-of-8" or k not in SHARED_ONLY}
         if args.profile:
             profile_method(bench, convs, args.profile, chosen[args.profile])
             continue

@@ -123,7 +123,9 @@ def _varlen(fn: VarlenFn, layout: PackLayout, q, k, v, scaling, window, softcap)
     return out.unsqueeze(0)
 
 
-AttentionInterface.register(ATTN_NAME, segment_attention_forward)
+# Kept out of torch.compile graphs: the segment loop depends on each pack's layout, which would
+# otherwise be traced into a new graph per pack.
+AttentionInterface.register(ATTN_NAME, torch.compiler.disable(segment_attention_forward))
 
 
 @contextlib.contextmanager

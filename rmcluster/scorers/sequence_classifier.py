@@ -38,6 +38,7 @@ class SequenceClassifierScorer(Scorer):
         max_length: Optional[int] = None,
         on_overflow: str = "error",
         share_prompts: bool = True,
+        compile: bool = False,
     ):
         head = getattr(model, "score", None)
         if not isinstance(head, torch.nn.Module):
@@ -59,7 +60,15 @@ class SequenceClassifierScorer(Scorer):
         self._forward_lock = threading.RLock()
         self.varlen_fn = self._varlen_kernel()
         self.causal = self._is_causal()
+        self.packed_backbone = self.backbone
+        if compile and self.causal:
+            # Dynamic shapes: one graph serves every pack length. The probe below compiles it.
+            self.packed_backbone = torch.compile(self.backbone, dynamic=True)
         self.supports_packing = self.causal and self._packing_matches()
+        if self.packed_backbone is not self.backbone and not self.supports_packing:
+            log.warning("%s: the compiled packed forward failed its check; packing runs eagerly", model_name)
+            self.packed_backbone = self.backbone
+            self.supports_packing = self._packing_matches()
         log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s)", model_name, self.causal,
                  "without" if self.causal else "with", "supported" if self.supports_packing else "unsupported",
                  "flash-attn varlen" if self.varlen_fn else "sdpa per segment")
@@ -71,7 +80,7 @@ class SequenceClassifierScorer(Scorer):
         model, tokenizer, _ = load_sequence_classifier(config.model)
         tok = config.tokenization
         share = config.batching.shared_prompt != "off"
-        return cls(model, tokenizer, config.model.name, tok.max_length, tok.on_overflow, share)
+        return cls(model, tokenizer, config.model.name, tok.max_length, tok.on_overflow, share, config.model.compile)
 
     @staticmethod
     def encoder_from_config(config: "RMConfig") -> ChatTokenizer:
@@ -94,7 +103,7 @@ class SequenceClassifierScorer(Scorer):
         from ..segment_attention import segment_forward
 
         with self._forward_lock, segment_forward(self.model, layout, self.varlen_fn):
-            out = self.backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False)
+            out = self.packed_backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False)
         return out.last_hidden_state[0]
 
     def _varlen_kernel(self):

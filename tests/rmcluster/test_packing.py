@@ -199,6 +199,19 @@ def test_varlen_plumbing_matches_reference_on_cpu(demo_dir, sliding_window_dir, 
     assert sum(s.reused_tokens for s in stats) > 0
 
 
+def test_compiled_packed_forward_matches_reference(demo_dir, conversations, reference):
+    """`model.compile`: one dynamic-shape graph for every pack length, segment attention left eager."""
+    _, expected = reference
+    cfg = RMConfig(model={"name": str(demo_dir), "device": "cpu", "dtype": "float32", "compile": True},
+                   batching={"packing": "on", "max_batch_tokens": 900})
+    engine = ScoringEngine.from_config(cfg)
+    assert engine.packing and engine.scorer.packed_backbone is not engine.scorer.backbone
+    stats = []
+    results = engine.score_items(_items(conversations), on_batch=stats.append)
+    assert len({s.padded_tokens for s in stats}) > 5  # many pack lengths through one compiled model
+    assert max(abs(r.score - e) for r, e in zip(results, expected)) < TOL
+
+
 def test_packing_on_an_unsupported_scorer_runs_padded(demo_dir):
     engine = _engine(demo_dir)
     engine.scorer.supports_packing = False
