@@ -10,6 +10,10 @@ its own instead:
 - `varlen` kernel (CUDA with flash-attn): one `flash_attn_varlen_func` call over the whole pack, with
   keys gathered per segment (prompt rows, then own rows) and flash-attn's bottom-right causal mask.
 
+A layer's sliding window (Mistral-style: the last `sliding_window` keys) is applied per segment.
+Anything else the function cannot honour (a mask, attention sinks, position bias, logit softcapping on
+sdpa) raises, so the scorer's load-time probe turns packing off for that model.
+
 The model's attention implementation is switched to this function only inside `segment_forward`,
 and the mask builder is not registered for it, so transformers builds no mask at all there. Outside
 `segment_forward` the model is untouched.
