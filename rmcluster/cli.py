@@ -32,15 +32,25 @@ def _cmd_score(args: argparse.Namespace) -> int:
     engine = ScoringEngine.from_config(config)
     start = time.perf_counter()
     tables = []
+    reused = 0
+
+    def on_batch(stats) -> None:
+        nonlocal reused
+        bar.update(stats.items)
+        reused += stats.reused_tokens
+
     with AtomicParquetWriter(args.output) as writer, tqdm(desc="scoring", unit="item", disable=args.quiet) as bar:
         for chunk in iter_records(args.input, args.chunk_size):
             before = bar.n
-            table = rows_to_table(score_records(engine, chunk, on_batch=lambda s: bar.update(s.items)))
+            table = rows_to_table(score_records(engine, chunk, on_batch=on_batch))
             bar.update(table.num_rows - (bar.n - before))  # rows that never reached a batch: errors
             writer.write(table)
             tables.append(table.select(["id", "label", "score", "num_tokens", "truncated", "error"]))
     wall = time.perf_counter() - start
     summary = summarize(pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table(), wall)
+    if reused:  # shared prompts: dense FLOPs scale with tokens, so this share of them was skipped
+        summary["prompt_tokens_reused"] = reused
+        summary["dense_flops_saved"] = reused / summary["tokens"]
     print(f"wrote {args.output}\n{format_summary(summary)}")
     return 0
 

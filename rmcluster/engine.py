@@ -1,5 +1,7 @@
 """The batching engine: items -> encoded -> planned batches -> scorer forward -> results in input order.
 
+Batches are padding-free packs where the scorer supports them (`packing`), else right-padded rows.
+With `shared_prompt`, responses that continue the same prompt tokens share one prompt computation.
 One bad item yields an error for that item only: encoding errors are per item, and a batch whose
 forward pass fails is split in halves until the failing item is alone.
 """
@@ -11,10 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
-from .batching import plan_batches
-from .config import BatchingConfig, RMConfig
+from .batching import plan_batches, plan_packs
+from .config import AUTO_PACKING, BatchingConfig, RMConfig
+from .packing import PackUnit
 from .records import ScoreItem
 from .scorers import Scorer, build_scorer
+from .shared_prompt import build_units, reused_tokens
 from .templating import EncodedItem
 
 log = logging.getLogger(__name__)
@@ -39,9 +43,10 @@ class BatchStats:
     """One forward pass, for progress bars and metrics."""
 
     items: int
-    real_tokens: int
-    padded_tokens: int
+    real_tokens: int  # tokens of the scored sequences, each whole (what per-sequence scoring computes)
+    padded_tokens: int  # tokens the batch occupies, padding included (packed: no padding, = real_tokens)
     seconds: float
+    reused_tokens: int = 0  # shared-prompt tokens not recomputed: the pass computed padded - reused
 
 
 Encoded = Union[EncodedItem, BaseException]
@@ -50,7 +55,8 @@ Encoded = Union[EncodedItem, BaseException]
 class ScoringEngine:
     def __init__(self, scorer: Scorer, batching: BatchingConfig = BatchingConfig()):
         self.scorer = scorer
-        self.batching = batching
+        self.batching = batching  # read on every call: Serve swaps it at runtime
+        self._warned: set[str] = set()
 
     @classmethod
     def from_config(cls, config: RMConfig) -> "ScoringEngine":
@@ -61,8 +67,31 @@ class ScoringEngine:
         return self.scorer.model_name
 
     @property
+    def packing(self) -> bool:
+        """Whether forward passes run padding-free packs (config, scorer support and device default)."""
+        mode = self.batching.packing
+        if mode == "off" or not self._supported(mode, "packing"):
+            return False
+        return mode == "on" or AUTO_PACKING.get(self.scorer.device_type, True)
+
+    @property
+    def shared_prompt(self) -> bool:
+        """Whether responses to the same prompt tokens share one prompt computation."""
+        mode = self.batching.shared_prompt
+        return mode != "off" and self._supported(mode, "shared_prompt")
+
+    def _supported(self, mode: str, what: str) -> bool:
+        if self.scorer.supports_packing:
+            return True
+        if mode == "on" and what not in self._warned:
+            self._warned.add(what)
+            log.warning("%s=on, but %s failed the packing check at load; running padded batches", what,
+                        self.model_name)
+        return False
+
+    @property
     def max_batch_tokens(self) -> int:
-        return self.batching.token_budget(self.scorer.device_type)
+        return self.batching.token_budget(self.scorer.device_type, packed=self.packing)
 
     def encode(self, items: Sequence[ScoreItem]) -> list[Encoded]:
         """Tokenize each item; failures come back as the exception, in place."""
@@ -87,11 +116,60 @@ class ScoringEngine:
             ScoreResult.failed(e) if isinstance(e, BaseException) else None for e in encoded
         ]
         todo = [i for i, e in enumerate(encoded) if isinstance(e, EncodedItem)]
-        lengths = [encoded[i].num_tokens for i in todo]  # type: ignore[union-attr]
-        for batch in plan_batches(lengths, self.max_batch_tokens, self.batching.max_batch_size):
-            idx = [todo[b] for b in batch]
-            self._run(idx, encoded, results, on_batch)
+        packing, sharing = self.packing, self.shared_prompt
+        budget, max_items = self.max_batch_tokens, self.batching.max_batch_size
+        padded = todo
+        if packing or sharing:
+            units = self.pack_units(encoded, todo)
+            if packing:
+                padded = []
+                packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
+                for pack in packs:
+                    self._run_pack([units[k] for k in pack], encoded, results, on_batch)
+            else:  # shared prompts only: each group is a pack of its own, the rest runs padded
+                padded = [u.members[0] for u in units if not u.prompt]
+                for unit in units:
+                    if unit.prompt:
+                        self._run_pack([unit], encoded, results, on_batch)
+        lengths = [encoded[i].num_tokens for i in padded]  # type: ignore[union-attr]
+        for batch in plan_batches(lengths, budget, max_items):
+            self._run([padded[b] for b in batch], encoded, results, on_batch)
         return results  # type: ignore[return-value]
+
+    def pack_units(self, encoded: Sequence[Encoded], indices: Sequence[int]) -> list[PackUnit]:
+        """The units `score_encoded` runs for these items: shared-prompt groups (when on) and single sequences.
+
+        A group stays whole up to max(token budget, max_length) tokens, the largest forward the
+        engine already runs for one long item: cutting it would recompute its prompt.
+        """
+        group_tokens = max(self.max_batch_tokens, self.scorer.max_length)
+        return build_units(encoded, indices, self.shared_prompt, group_tokens,  # type: ignore[arg-type]
+                           self.batching.max_batch_size)
+
+    def _run_pack(self, units: list[PackUnit], encoded: Sequence[Encoded], results: list, on_batch) -> None:
+        start = time.perf_counter()
+        try:
+            logits = self.scorer.forward_packed(units)
+        except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
+            if len(units) == 1 and len(units[0].members) == 1:
+                e = encoded[units[0].members[0]]
+                log.warning("item failed in packed forward: %s", err)
+                results[units[0].members[0]] = ScoreResult.failed(err, e.num_tokens, e.truncated)  # type: ignore
+                return
+            _release_device_memory()
+            h = len(units) // 2
+            halves = (units[:h], units[h:]) if len(units) > 1 else tuple([u] for u in units[0].split())
+            for half in halves:
+                self._run_pack(half, encoded, results, on_batch)
+            return
+        seconds = time.perf_counter() - start
+        members = [m for u in units for m in u.members]
+        for i, row in zip(members, logits):
+            e = encoded[i]
+            results[i] = ScoreResult(row[0], row, e.num_tokens, e.truncated, None)  # type: ignore[union-attr]
+        if on_batch is not None:
+            real = sum(u.real_tokens for u in units)
+            on_batch(BatchStats(len(members), real, real, seconds, reused_tokens(units)))
 
     def _run(self, idx: list[int], encoded: Sequence[Encoded], results: list, on_batch) -> None:
         batch: list[EncodedItem] = [encoded[i] for i in idx]  # type: ignore[misc]

@@ -22,6 +22,9 @@ class EncodedItem:
 
     input_ids: list[int]
     truncated: bool = False
+    # Leading tokens that are the templated prompt alone, verified to be an exact prefix of
+    # input_ids (0: none). Items with identical prompt tokens can share one prompt computation.
+    prompt_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -50,10 +53,13 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 class ChatTokenizer:
     """Templating, tokenization and the truncation policy for one tokenizer."""
 
-    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error"):
+    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.on_overflow = on_overflow
+        self.share_prompts = share_prompts
+        # The responses of one record arrive one after another: template their prompt once.
+        self._last_prompt: tuple[Optional[tuple], list[list[int]]] = (None, [])
         self.bos_id: Optional[int] = tokenizer.bos_token_id
         if getattr(tokenizer, "chat_template", None) is None:
             self._no_template = "this tokenizer has no chat template; send already-templated {'text': ...} records"
@@ -101,13 +107,38 @@ class ChatTokenizer:
         if not ids:
             raise ItemError("item tokenizes to zero tokens")
         if len(ids) <= self.max_length:
-            return EncodedItem(ids)
+            return EncodedItem(ids, prompt_tokens=self.shared_prompt_tokens(item, ids) if self.share_prompts else 0)
         if self.on_overflow != "truncate_left":
             raise ItemError(
                 f"item is {len(ids)} tokens, over max_length {self.max_length} (on_overflow=error); "
                 "raise max_length or set on_overflow=truncate_left"
             )
         return EncodedItem(self.truncate_left(ids, self.final_message_start(item, ids)), truncated=True)
+
+    def shared_prompt_tokens(self, item: ScoreItem, ids: list[int]) -> int:
+        """Length of the item's prompt tokens when they are an exact prefix of `ids`, else 0.
+
+        The prompt is templated alone, first with the assistant header (shared by every response),
+        then without it. Templates that render a message differently depending on what follows, or
+        tokenizers that merge across the boundary, fail the check and the item runs whole.
+        """
+        n = item.num_prompt_messages
+        if item.messages is None or not 0 < n < len(item.messages):
+            return 0
+        prompt = item.messages[:n]
+        gens = (True, False) if item.messages[n].get("role") == "assistant" else (False,)
+        key = (prompt, gens)
+        cached, candidates = self._last_prompt
+        if cached != key:
+            try:
+                candidates = [self.conversation_ids(prompt, add_generation_prompt=g) for g in gens]
+            except Exception:  # noqa: BLE001 - a template that refuses a prompt alone: no sharing
+                candidates = []
+            self._last_prompt = (([dict(m) for m in prompt], gens), candidates)
+        for p in candidates:
+            if 0 < len(p) < len(ids) and ids[: len(p)] == p:
+                return len(p)
+        return 0
 
     def truncate_left(self, ids: list[int], keep_from: int) -> list[int]:
         """Drop the oldest tokens after BOS so the sequence fits, keeping ids[keep_from:] whole."""

@@ -8,10 +8,13 @@ forward, and the batching engine stays as it is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from ..records import ScoreItem
 from ..templating import EncodedItem
+
+if TYPE_CHECKING:
+    from ..packing import PackUnit
 
 
 class ItemEncoder(Protocol):
@@ -27,6 +30,8 @@ class Scorer(ABC):
     device_type: str
     #: Longest item accepted, in tokens.
     max_length: int
+    #: Whether `forward_packed` works for this model (scorers that implement it check at load).
+    supports_packing: bool = False
 
     @abstractmethod
     def encode(self, item: ScoreItem) -> EncodedItem:
@@ -35,6 +40,13 @@ class Scorer(ABC):
     @abstractmethod
     def forward(self, batch: Sequence[EncodedItem]) -> list[list[float]]:
         """Logits (all labels) for each item of one batch, in batch order."""
+
+    def forward_packed(self, units: Sequence["PackUnit"]) -> list[list[float]]:
+        """Logits for each tail of each unit, in order, from one padding-free packed row.
+
+        Optional: the engine calls it only where `supports_packing` is true.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not run packed batches")
 
     def health(self) -> None:
         """Raise if the scorer can no longer serve (a dead device, say)."""

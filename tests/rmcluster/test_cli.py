@@ -82,6 +82,21 @@ def test_score_parquet_input_with_mixed_shapes(tmp_path, demo_dir):
     assert sum(r["error"] is not None for r in rows) == 1
 
 
+def test_packing_and_shared_prompt_flags_keep_scores_and_report_reuse(tmp_path, demo_dir, capsys):
+    src = tmp_path / "in.jsonl"
+    _write_jsonl(src, [r for r in RECORDS if isinstance(r, dict) and r.get("id") != "long"])
+    scores, printed = {}, {}
+    for mode in ("on", "off"):
+        out = tmp_path / f"{mode}.parquet"
+        assert main(["score", "--model", str(demo_dir), "--input", str(src), "--output", str(out), "--quiet",
+                     "--packing", mode, "--shared-prompt", mode]) == 0
+        scores[mode] = [r["score"] for r in pq.read_table(out).to_pylist()]
+        printed[mode] = capsys.readouterr().out
+    assert scores["on"] == [pytest.approx(s, abs=1e-4) if s is not None else None for s in scores["off"]]
+    assert "prompt_tokens_reused" in printed["on"] and "dense_flops_saved" in printed["on"]
+    assert "prompt_tokens_reused" not in printed["off"]
+
+
 def test_missing_input_fails_before_loading_a_model(tmp_path, capsys):
     assert main(["score", "--model", "no/such-model", "--input", str(tmp_path / "nope.jsonl"),
                  "--output", str(tmp_path / "o.parquet")]) == 2

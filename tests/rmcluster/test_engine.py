@@ -2,7 +2,7 @@
 
 import pytest
 
-from rmcluster.config import RMConfig
+from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.records import ScoreItem
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
@@ -49,16 +49,25 @@ class _PoisonScorer(SequenceClassifierScorer):
             raise RuntimeError("injected failure")
         return super().forward(batch)
 
+    def forward_packed(self, units):
+        if any(self.poison in list(u.prompt) + list(t) for u in units for t in u.tails):
+            raise RuntimeError("injected failure")
+        return super().forward_packed(units)
 
-def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir):
+
+@pytest.mark.parametrize("packing", ["on", "off"])
+def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir, packing):
     scorer = engine.scorer
     poisoned = _PoisonScorer(scorer.model, scorer.chat.tokenizer, "demo", 300)
+    batching = BatchingConfig(packing=packing)
     convs = [[{"role": "user", "content": f"count {i} apples"}] for i in range(33)]
-    good = ScoringEngine(scorer, engine.batching).score_items([_item(i, c) for i, c in enumerate(convs)])
+    good = ScoringEngine(scorer, batching).score_items([_item(i, c) for i, c in enumerate(convs)])
     encoded = poisoned.encode(_item(0, convs[5]))
     poisoned.poison = encoded.input_ids[-3]  # a token that only item 5 has
     assert sum(poisoned.poison in poisoned.encode(_item(i, c)).input_ids for i, c in enumerate(convs)) == 1
-    results = ScoringEngine(poisoned, engine.batching).score_items([_item(i, c) for i, c in enumerate(convs)])
+    stats = []
+    results = ScoringEngine(poisoned, batching).score_items([_item(i, c) for i, c in enumerate(convs)], stats.append)
+    assert max(s.items for s in stats) > 8  # the poisoned item really shared a batch before being isolated
     assert results[5].score is None and "injected failure" in results[5].error
     for i, (r, g) in enumerate(zip(results, good)):
         if i != 5:

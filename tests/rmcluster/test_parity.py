@@ -15,11 +15,11 @@ TOL = 1e-4
 N = 300
 
 
-def _engine(path, max_batch_tokens=None, max_batch_size=64, **tokenization) -> ScoringEngine:
+def _engine(path, max_batch_tokens=None, max_batch_size=64, packing="auto", **tokenization) -> ScoringEngine:
     cfg = RMConfig(
         model={"name": str(path), "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa"},
         tokenization=tokenization,
-        batching={"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size},
+        batching={"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size, "packing": packing},
     )
     return ScoringEngine.from_config(cfg)
 
@@ -45,16 +45,18 @@ def test_lengths_span_the_range(reference, conversations):
     assert min(lengths) < 20 and max(lengths) > 900
 
 
+@pytest.mark.parametrize("packing", ["off", "on"], ids=["padded", "packed"])
 @pytest.mark.parametrize(
     "budget,size",
     [(None, 64), (16384, 64), (3000, 7), (1, 1)],
-    ids=["cpu-default", "big-padded-batches", "odd-batches", "one-at-a-time"],
+    ids=["cpu-default", "big-batches", "odd-batches", "one-at-a-time"],
 )
-def test_engine_matches_reference_in_random_order(demo_dir, conversations, reference, budget, size):
+def test_engine_matches_reference_in_random_order(demo_dir, conversations, reference, budget, size, packing):
     _, expected = reference
     order = list(range(N))
     random.Random(budget or 0).shuffle(order)
-    engine = _engine(demo_dir, budget, size)
+    engine = _engine(demo_dir, budget, size, packing)
+    assert engine.packing == (packing == "on")
     results = engine.score_items(_items([conversations[i] for i in order]))
     got = [r.score for r in results]
     assert all(r.error is None for r in results)
@@ -65,7 +67,7 @@ def test_engine_matches_reference_in_random_order(demo_dir, conversations, refer
 
 def test_padding_really_happens_in_big_batches(demo_dir, conversations):
     stats = []
-    _engine(demo_dir, 16384, 64).score_items(_items(conversations), on_batch=stats.append)
+    _engine(demo_dir, 16384, 64, packing="off").score_items(_items(conversations), on_batch=stats.append)
     assert max(s.items for s in stats) > 8
     assert sum(s.padded_tokens for s in stats) > sum(s.real_tokens for s in stats)
 
@@ -94,7 +96,7 @@ def test_pad_token_model_matches_reference(pad_demo_dir, conversations):
 def test_masked_path_matches_reference(demo_dir, conversations, reference):
     """The attention-mask path used for non-causal models gives the same scores."""
     _, expected = reference
-    engine = _engine(demo_dir, 16384)
+    engine = _engine(demo_dir, 16384, packing="off")
     assert engine.scorer.causal
     engine.scorer.causal = False
     got = [r.score for r in engine.score_items(_items(conversations[:100]))]

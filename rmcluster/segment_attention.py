@@ -1,0 +1,150 @@
+"""Segment attention for packed rows, registered in transformers' AttentionInterface.
+
+transformers' own packed path on sdpa/eager derives a dense block-causal mask of T x T from the
+position ids: O(T^2) memory, and a masked kernel over the whole row. Here each segment attends on
+its own instead:
+
+- `sdpa` kernel (CPU, and CUDA without flash-attn): one `scaled_dot_product_attention` call per
+  segment, `is_causal` for plain segments and a small bottom-right causal mask for tails that
+  continue a shared prompt. Work is the sum of per-segment attention, as in per-sequence scoring.
+- `varlen` kernel (CUDA with flash-attn): one `flash_attn_varlen_func` call over the whole pack, with
+  keys gathered per segment (prompt rows, then own rows) and flash-attn's bottom-right causal mask.
+
+A layer's sliding window (Mistral-style: the last `sliding_window` keys) is applied per segment.
+Anything else the function cannot honour (a mask, attention sinks, position bias, logit softcapping on
+sdpa) raises, so the scorer's load-time probe turns packing off for that model.
+
+The model's attention implementation is switched to this function only inside `segment_forward`,
+and the mask builder is not registered for it, so transformers builds no mask at all there. Outside
+`segment_forward` the model is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from .packing import PackLayout
+
+ATTN_NAME = "rmcluster_segments"
+
+VarlenFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Active:
+    layout: PackLayout
+    varlen_fn: Optional[VarlenFn]
+
+
+_ACTIVE: contextvars.ContextVar[Optional[_Active]] = contextvars.ContextVar("rmcluster_segments", default=None)
+
+
+def flash_varlen_fn() -> Optional[VarlenFn]:
+    """flash-attn's varlen kernel when it imports, else None."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except Exception:  # absent, or a broken build (ABI mismatch)
+        return None
+    return flash_attn_varlen_func
+
+
+def segment_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    dropout: float = 0.0,
+    scaling: Optional[float] = None,
+    sliding_window: Optional[int] = None,
+    softcap: Optional[float] = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """AttentionInterface signature: query [1, H, T, D], key/value [1, KV, T, D] -> ([1, T, H, D], None)."""
+    active = _ACTIVE.get()
+    if active is None:
+        raise RuntimeError(f"{ATTN_NAME} attention runs only inside rmcluster.segment_attention.segment_forward")
+    if attention_mask is not None:  # transformers builds none for this name; a model that does is unknown ground
+        raise NotImplementedError("segment attention takes no attention mask")
+    for name in ("s_aux", "position_bias"):
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"segment attention does not support {name}")
+    if kwargs.get("is_causal") is False or not getattr(module, "is_causal", True):
+        raise NotImplementedError("segment attention is causal only")
+    if query.shape[0] != 1:
+        raise ValueError(f"a packed forward has one row, got {query.shape[0]}")
+    layout = active.layout
+    window = sliding_window if sliding_window is not None and sliding_window < layout.max_kv_len else None
+    if active.varlen_fn is not None:
+        return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap), None
+    if softcap is not None:
+        raise NotImplementedError("sdpa has no attention-logit softcap; use flash_attention_2")
+    return _per_segment(layout, query, key, value, scaling, window), None
+
+
+def _per_segment(layout: PackLayout, q, k, v, scaling, window) -> torch.Tensor:
+    heads, kv_heads = q.shape[1], k.shape[1]
+    gqa = {"enable_gqa": True} if heads != kv_heads else {}
+    out = q.new_empty(1, q.shape[2], heads, v.shape[-1])
+    for s in layout.segments:
+        q_s = q[:, :, s.start:s.end]
+        if s.prefix_len:
+            k_s = torch.cat((k[:, :, s.prefix_start:s.prefix_end], k[:, :, s.start:s.end]), dim=2)
+            v_s = torch.cat((v[:, :, s.prefix_start:s.prefix_end], v[:, :, s.start:s.end]), dim=2)
+        else:
+            k_s, v_s = k[:, :, s.start:s.end], v[:, :, s.start:s.end]
+        q_len, kv_len = q_s.shape[2], k_s.shape[2]
+        if s.prefix_len or (window is not None and kv_len > window):
+            mask = layout.causal_mask(q_len, kv_len, window, q.device)
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling, **gqa)
+        else:  # the fast, maskless causal kernel
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, **gqa)
+        out[0, s.start:s.end] = o[0].transpose(0, 1)
+    return out
+
+
+def _varlen(fn: VarlenFn, layout: PackLayout, q, k, v, scaling, window, softcap) -> torch.Tensor:
+    kv_index, cu_q, cu_k, max_q, max_k = layout.varlen_args(q.device)
+    q_rows = q[0].transpose(0, 1).contiguous()  # [T, H, D]
+    k_rows = k[0].transpose(0, 1)
+    v_rows = v[0].transpose(0, 1)
+    if kv_index is not None:  # each segment's keys: its shared prompt's rows, then its own
+        k_rows, v_rows = k_rows.index_select(0, kv_index), v_rows.index_select(0, kv_index)
+    extra = {}
+    if window is not None:
+        extra["window_size"] = (window - 1, 0)  # the last `window` keys, itself included
+    if softcap is not None:
+        extra["softcap"] = softcap
+    out = fn(q_rows, k_rows.contiguous(), v_rows.contiguous(), cu_q, cu_k, max_q, max_k,
+             dropout_p=0.0, softmax_scale=scaling, causal=True, **extra)
+    return out.unsqueeze(0)
+
+
+# Kept out of torch.compile graphs: the segment loop depends on each pack's layout, which would
+# otherwise be traced into a new graph per pack.
+AttentionInterface.register(ATTN_NAME, torch.compiler.disable(segment_attention_forward))
+
+
+@contextlib.contextmanager
+def segment_forward(model: torch.nn.Module, layout: PackLayout, varlen_fn: Optional[VarlenFn] = None) -> Iterator[None]:
+    """Route `model`'s attention through the segment plan of `layout` for the forward passes inside.
+
+    Not re-entrant across threads on one model: callers serialize forwards per model (the scorer
+    holds a lock), since the attention implementation is a per-model setting.
+    """
+    config = model.config
+    previous = config._attn_implementation
+    token = _ACTIVE.set(_Active(layout, varlen_fn))
+    config._attn_implementation = ATTN_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+        _ACTIVE.reset(token)
