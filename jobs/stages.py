@@ -23,8 +23,12 @@ from rmcluster.records import RecordError
 from rmcluster.results import RESULT_SCHEMA, error_row, result_row
 from rmcluster.store import STORE_SCHEMA, contains, key_digests
 
-# Tokenizer output: result rows (errors already final) plus the ids to score.
-ENCODED_SCHEMA = RESULT_SCHEMA.append(pa.field("input_ids", pa.list_(pa.int32())))
+# Tokenizer output: result rows (errors already final) plus what the scorer needs of each EncodedItem:
+# the ids, and the length of the verified shared-prompt prefix (so best-of-N and pairs reuse it).
+ENCODED_COLUMNS = ["input_ids", "prompt_tokens"]
+ENCODED_SCHEMA = RESULT_SCHEMA.append(pa.field("input_ids", pa.list_(pa.int32()))).append(
+    pa.field("prompt_tokens", pa.int32())
+)
 
 
 def parse_lines(batch: pa.Table) -> list:
@@ -78,7 +82,8 @@ class Tokenizer:
             except Exception as err:  # noqa: BLE001 - as the engine does: the item gets an error row
                 row.update(result_row(item, ScoreResult.failed(err), self.model))
                 continue
-            row.update(input_ids=encoded.input_ids, truncated=encoded.truncated, num_tokens=encoded.num_tokens)
+            row.update(input_ids=encoded.input_ids, truncated=encoded.truncated, num_tokens=encoded.num_tokens,
+                       prompt_tokens=encoded.prompt_tokens)
         return pa.Table.from_pylist(rows, schema=ENCODED_SCHEMA)
 
 
@@ -91,10 +96,12 @@ class Scorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from rmcluster.templating import EncodedItem
 
-        rows = batch.drop_columns(["input_ids"]).to_pylist()
-        ids = batch["input_ids"].to_pylist()
+        rows = batch.drop_columns(ENCODED_COLUMNS).to_pylist()
+        ids, prompt_tokens = (batch[c].to_pylist() for c in ENCODED_COLUMNS)
         todo = [i for i, x in enumerate(ids) if x is not None]
-        results = self.engine.score_encoded([EncodedItem(ids[i], bool(rows[i]["truncated"])) for i in todo])
+        results = self.engine.score_encoded(
+            [EncodedItem(ids[i], bool(rows[i]["truncated"]), prompt_tokens[i] or 0) for i in todo]
+        )
         for i, res in zip(todo, results):
             rows[i].update(score=res.score, logits=res.logits, num_tokens=res.num_tokens,
                            truncated=res.truncated, error=res.error)

@@ -74,8 +74,8 @@ class RewardModelServer:
 
     def reconfigure(self, user_config: dict) -> None:
         tuning = self._tuning = BatchTuning.model_validate(user_config or {})
-        self.engine.batching = BatchingConfig(max_batch_tokens=tuning.max_batch_tokens,
-                                              max_batch_size=tuning.max_batch_size)
+        # Every batching field (budget, item cap, packing, shared_prompt); the engine reads it per call.
+        self.engine.batching = BatchingConfig.model_validate(tuning.model_dump(exclude={"batch_wait_timeout_s"}))
         self._batched.set_max_batch_size(self.engine.max_batch_tokens)
         self._batched.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
         log.info("batch tuning: %s (token budget %d)", tuning.model_dump(), self.engine.max_batch_tokens)
@@ -123,6 +123,7 @@ class RewardModelServer:
         scorer = self.engine.scorer
         return {"model": self.engine.model_name, "max_length": scorer.max_length, "device": scorer.device_type,
                 "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size,
+                "packing": self.engine.packing, "shared_prompt": self.engine.shared_prompt,
                 "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s,
                 "replica": serve.get_replica_context().replica_tag}
 
