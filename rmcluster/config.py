@@ -60,7 +60,7 @@ class ModelConfig(StrictModel):
     compile: bool = Field(
         False,
         description="torch.compile the model for packed forwards (dynamic shapes, so no shape buckets; attention "
-        "stays eager). Fuses the element-wise work: 6 to 15 percent faster on CPU in bench/engine.py. The first "
+        "stays eager). Fuses the element-wise work: 0 to 3 percent faster on CPU (bench/RESULTS.md). The first "
         "forward compiles (seconds on CPU, longer for big models); needs a C++ compiler on CPU, Triton on CUDA.",
     )
 
