@@ -61,6 +61,7 @@ class Tokenizer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from rmcluster.engine import ScoreResult
+        from rmcluster.scorers import encode_each
 
         rows: list[dict] = []
         pending = []  # (row, item) still to encode
@@ -74,16 +75,13 @@ class Tokenizer:
                 pending.append((row, item))
         rows = _not_done(self.done, rows)
         keep = {id(r) for r in rows}
-        for row, item in pending:
-            if id(row) not in keep:
-                continue
-            try:
-                encoded = self.encoder.encode(item)
-            except Exception as err:  # noqa: BLE001 - as the engine does: the item gets an error row
-                row.update(result_row(item, ScoreResult.failed(err), self.model))
-                continue
-            row.update(input_ids=encoded.input_ids, truncated=encoded.truncated, num_tokens=encoded.num_tokens,
-                       prompt_tokens=encoded.prompt_tokens)
+        pending = [(row, item) for row, item in pending if id(row) in keep]
+        for (row, item), encoded in zip(pending, encode_each(self.encoder, [item for _, item in pending])):
+            if isinstance(encoded, Exception):  # as in the engine: the item gets an error row
+                row.update(result_row(item, ScoreResult.failed(encoded), self.model))
+            else:
+                row.update(input_ids=encoded.input_ids, truncated=encoded.truncated, num_tokens=encoded.num_tokens,
+                           prompt_tokens=encoded.prompt_tokens)
         return pa.Table.from_pylist(rows, schema=ENCODED_SCHEMA)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 from .batching import plan_batches, plan_packs
 from .config import AUTO_PACKING, BatchingConfig, RMConfig
 from .packing import PackUnit
 from .records import ScoreItem
-from .scorers import Scorer, build_scorer
+from .scorers import Encoded, Scorer, build_scorer, encode_each
 from .shared_prompt import build_units, reused_tokens
 from .templating import EncodedItem
 
@@ -47,9 +47,6 @@ class BatchStats:
     padded_tokens: int  # tokens the batch occupies, padding included (packed: no padding, = real_tokens)
     seconds: float
     reused_tokens: int = 0  # shared-prompt tokens not recomputed: the pass computed padded - reused
-
-
-Encoded = Union[EncodedItem, BaseException]
 
 
 class ScoringEngine:
@@ -95,13 +92,7 @@ class ScoringEngine:
 
     def encode(self, items: Sequence[ScoreItem]) -> list[Encoded]:
         """Tokenize each item; failures come back as the exception, in place."""
-        out: list[Encoded] = []
-        for item in items:
-            try:
-                out.append(self.scorer.encode(item))
-            except Exception as err:  # noqa: BLE001 - any failure belongs to this item alone
-                out.append(err)
-        return out
+        return encode_each(self.scorer, items)
 
     def score_items(
         self, items: Sequence[ScoreItem], on_batch: Optional[Callable[[BatchStats], None]] = None

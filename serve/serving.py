@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -23,10 +23,10 @@ from rmcluster.protocol import (
     ScoringFailedError, Usage, invalid_input,
 )
 from rmcluster.records import ConversationRecord, Messages, ScoreItem, expand_record
+from rmcluster.scorers import Encoded, encode_each
 from rmcluster.templating import ChatTokenizer, EncodedItem
 
 ScoreEncoded = Callable[[list[EncodedItem]], Awaitable[list[ScoreResult]]]
-Encoded = Union[EncodedItem, Exception]
 
 _CONVERSATIONS = TypeAdapter(list[Messages])
 _PAIRS = TypeAdapter(list[PairRecord])
@@ -137,12 +137,7 @@ class ScoringService:
 
     def _encode_all(self, items: Sequence[ScoreItem]) -> list[Encoded]:
         start = time.perf_counter()
-        out: list[Encoded] = []
-        for item in items:
-            try:
-                out.append(self.encoder.encode(item))
-            except Exception as err:  # noqa: BLE001 - this item's failure, reported per item
-                out.append(err)
+        out = encode_each(self.encoder, items)
         if self._on_tokenize is not None:
             self._on_tokenize(time.perf_counter() - start)
         return out

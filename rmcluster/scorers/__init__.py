@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import ItemEncoder, Scorer
+from .base import Encoded, ItemEncoder, Scorer, encode_each
 
 if TYPE_CHECKING:
     from ..config import RMConfig
 
-__all__ = ["ItemEncoder", "Scorer", "build_encoder", "build_scorer"]
+__all__ = ["Encoded", "ItemEncoder", "Scorer", "build_encoder", "build_scorer", "encode_each"]
 
 
 def build_scorer(config: "RMConfig") -> Scorer:

@@ -8,7 +8,7 @@ forward, and the batching engine stays as it is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence, Union
 
 from ..records import ScoreItem
 from ..templating import EncodedItem
@@ -21,6 +21,20 @@ class ItemEncoder(Protocol):
     """Templating + tokenization + truncation, without model weights (runs on CPU anywhere)."""
 
     def encode(self, item: ScoreItem) -> EncodedItem: ...
+
+
+Encoded = Union[EncodedItem, Exception]
+
+
+def encode_each(encoder: ItemEncoder, items: Sequence[ScoreItem]) -> list[Encoded]:
+    """Encode every item; a failure comes back as its exception, in place: it belongs to that item alone."""
+    out: list[Encoded] = []
+    for item in items:
+        try:
+            out.append(encoder.encode(item))
+        except Exception as err:  # noqa: BLE001 - any failure is this item's error, never the batch's
+            out.append(err)
+    return out
 
 
 class Scorer(ABC):
