@@ -107,24 +107,20 @@ class ScoringEngine:
             ScoreResult.failed(e) if isinstance(e, BaseException) else None for e in encoded
         ]
         todo = [i for i, e in enumerate(encoded) if isinstance(e, EncodedItem)]
-        packing, sharing = self.packing, self.shared_prompt
         budget, max_items = self.max_batch_tokens, self.batching.max_batch_size
-        padded = todo
-        if packing or sharing:
-            units = self.pack_units(encoded, todo)
-            if packing:
-                padded = []
-                packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
-                for pack in packs:
-                    self._run_pack([units[k] for k in pack], encoded, results, on_batch)
-            else:  # shared prompts only: each group is a pack of its own, the rest runs padded
-                padded = [u.members[0] for u in units if not u.prompt]
-                for unit in units:
-                    if unit.prompt:
-                        self._run_pack([unit], encoded, results, on_batch)
-        lengths = [encoded[i].num_tokens for i in padded]  # type: ignore[union-attr]
-        for batch in plan_batches(lengths, budget, max_items):
-            self._run([padded[b] for b in batch], encoded, results, on_batch)
+        units = self.pack_units(encoded, todo)
+        if self.packing:
+            packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
+            for pack in packs:
+                self._run([units[k] for k in pack], True, encoded, results, on_batch)
+            return results  # type: ignore[return-value]
+        # Padded rows of single sequences; shared-prompt groups (if on) run as packs of their own.
+        singles = [u for u in units if not u.prompt]
+        for unit in units:
+            if unit.prompt:
+                self._run([unit], True, encoded, results, on_batch)
+        for batch in plan_batches([u.num_tokens for u in singles], budget, max_items):
+            self._run([singles[b] for b in batch], False, encoded, results, on_batch)
         return results  # type: ignore[return-value]
 
     def pack_units(self, encoded: Sequence[Encoded], indices: Sequence[int]) -> list[PackUnit]:
@@ -137,52 +133,39 @@ class ScoringEngine:
         return build_units(encoded, indices, self.shared_prompt, group_tokens,  # type: ignore[arg-type]
                            self.batching.max_batch_size)
 
-    def _run_pack(self, units: list[PackUnit], encoded: Sequence[Encoded], results: list, on_batch) -> None:
+    def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[Encoded], results: list, on_batch) -> None:
+        """One forward pass over `units`: a padding-free pack, or right-padded rows of single sequences.
+
+        If it fails, the units are split in halves (a shared-prompt group into halves of its tails)
+        until the failing item is alone and gets the error.
+        """
+        members = [m for u in units for m in u.members]
         start = time.perf_counter()
         try:
-            logits = self.scorer.forward_packed(units)
+            if packed:
+                logits = self.scorer.forward_packed(units)
+            else:
+                logits = self.scorer.forward([encoded[i] for i in members])  # type: ignore[misc]
         except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
-            if len(units) == 1 and len(units[0].members) == 1:
-                e = encoded[units[0].members[0]]
-                log.warning("item failed in packed forward: %s", err)
-                results[units[0].members[0]] = ScoreResult.failed(err, e.num_tokens, e.truncated)  # type: ignore
+            if len(members) == 1:
+                e = encoded[members[0]]
+                log.warning("item failed in %s forward: %s", "packed" if packed else "padded", err)
+                results[members[0]] = ScoreResult.failed(err, e.num_tokens, e.truncated)  # type: ignore[union-attr]
                 return
             _release_device_memory()
             h = len(units) // 2
             halves = (units[:h], units[h:]) if len(units) > 1 else tuple([u] for u in units[0].split())
             for half in halves:
-                self._run_pack(half, encoded, results, on_batch)
+                self._run(half, packed, encoded, results, on_batch)
             return
         seconds = time.perf_counter() - start
-        members = [m for u in units for m in u.members]
         for i, row in zip(members, logits):
             e = encoded[i]
             results[i] = ScoreResult(row[0], row, e.num_tokens, e.truncated, None)  # type: ignore[union-attr]
         if on_batch is not None:
             real = sum(u.real_tokens for u in units)
-            on_batch(BatchStats(len(members), real, real, seconds, reused_tokens(units)))
-
-    def _run(self, idx: list[int], encoded: Sequence[Encoded], results: list, on_batch) -> None:
-        batch: list[EncodedItem] = [encoded[i] for i in idx]  # type: ignore[misc]
-        start = time.perf_counter()
-        try:
-            logits = self.scorer.forward(batch)
-        except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
-            if len(idx) == 1:
-                log.warning("item failed in forward: %s", err)
-                results[idx[0]] = ScoreResult.failed(err, batch[0].num_tokens, batch[0].truncated)
-                return
-            _release_device_memory()
-            half = len(idx) // 2
-            self._run(idx[:half], encoded, results, on_batch)
-            self._run(idx[half:], encoded, results, on_batch)
-            return
-        seconds = time.perf_counter() - start
-        for i, e, row in zip(idx, batch, logits):
-            results[i] = ScoreResult(row[0], row, e.num_tokens, e.truncated, None)
-        if on_batch is not None:
-            real = sum(e.num_tokens for e in batch)
-            on_batch(BatchStats(len(batch), real, len(batch) * max(e.num_tokens for e in batch), seconds))
+            computed = real if packed else len(units) * max(u.num_tokens for u in units)
+            on_batch(BatchStats(len(members), real, computed, seconds, reused_tokens(units)))
 
     def score_conversations(self, conversations: Sequence[list[dict]]) -> list[ScoreResult]:
         """Convenience: score plain chat conversations (lists of messages)."""
