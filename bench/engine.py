@@ -36,7 +36,7 @@ from rmcluster.config import BatchingConfig  # noqa: E402
 from rmcluster.demo_model import _WORDS, DemoModelSpec, demo_model_path  # noqa: E402
 from rmcluster.engine import ScoringEngine  # noqa: E402
 from rmcluster.packing import PackUnit  # noqa: E402
-from rmcluster.records import ScoreItem  # noqa: E402
+from rmcluster.records import conversation_items  # noqa: E402
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer  # noqa: E402
 
 SHAPES = {
@@ -194,7 +194,7 @@ class Bench:
 
         def run(convs) -> Run:
             stats = []
-            items = [ScoreItem(str(i), 0, messages=c, num_prompt_messages=1) for i, c in enumerate(convs)]
+            items = conversation_items(convs)
             encoded = engine.encode(items)
             results = engine.score_encoded(encoded, on_batch=stats.append)
             _sync(self.device)

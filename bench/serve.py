@@ -82,7 +82,7 @@ def run_engine(engine, requests: list, clients: int) -> dict:
     def one(conv):
         start = time.perf_counter()
         with lock:
-            engine.score_items([ScoreItem("0", 0, messages=conv, num_prompt_messages=len(conv) - 1)])
+            engine.score_items([ScoreItem.conversation("0", conv)])
         latencies.append(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -158,9 +158,9 @@ def _count_in_serve_logs(session_dir: str, needle: str) -> dict[str, int]:
 
 def tokenize_vs_forward(engine, convs: list) -> dict:
     """Per-request split of the engine path: templating + tokenization vs the forward pass."""
-    from rmcluster.records import ScoreItem
+    from rmcluster.records import conversation_items
 
-    items = [ScoreItem("0", 0, messages=c, num_prompt_messages=len(c) - 1) for c in convs]
+    items = conversation_items(convs)
     start = time.perf_counter()
     encoded = [engine.encode([it])[0] for it in items]
     tok = time.perf_counter() - start

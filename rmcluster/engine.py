@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from .batching import plan_batches, plan_packs
 from .config import AUTO_PACKING, BatchingConfig, RMConfig
 from .packing import PackUnit
-from .records import ScoreItem
+from .records import ScoreItem, conversation_items
 from .scorers import Encoded, Scorer, build_scorer, encode_each
 from .shared_prompt import build_units, reused_tokens
 from .templating import EncodedItem
@@ -169,9 +169,7 @@ class ScoringEngine:
 
     def score_conversations(self, conversations: Sequence[list[dict]]) -> list[ScoreResult]:
         """Convenience: score plain chat conversations (lists of messages)."""
-        items = [ScoreItem(str(i), 0, messages=list(c), num_prompt_messages=len(c) - 1)
-                 for i, c in enumerate(conversations)]
-        return self.score_items(items)
+        return self.score_items(conversation_items(conversations))
 
     def health(self) -> None:
         self.scorer.health()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 from typing_extensions import Annotated
@@ -97,6 +97,16 @@ class ScoreItem:
     text: Optional[str] = None  # already-templated text
     num_prompt_messages: int = 0  # leading messages that belong to the prompt
 
+    @classmethod
+    def conversation(cls, item_id: str, messages: Sequence[dict]) -> "ScoreItem":
+        """A plain chat: every message before the last is its prompt."""
+        return cls(item_id, 0, messages=list(messages), num_prompt_messages=len(messages) - 1)
+
+
+def conversation_items(conversations: Iterable[Sequence[dict]]) -> list[ScoreItem]:
+    """Plain chats -> items with ids "0", "1", ... in order."""
+    return [ScoreItem.conversation(str(i), c) for i, c in enumerate(conversations)]
+
 
 class RecordError(ValueError):
     """A record that cannot be scored; the message says which field is wrong."""
@@ -166,8 +176,7 @@ def _turns(turns: Any, role: str) -> list[dict]:
 def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
     """A validated record -> its scorable items, in results-store order."""
     if isinstance(record, ConversationRecord):
-        messages = _turns(record.messages, "user")
-        return [ScoreItem(rid, 0, messages=messages, num_prompt_messages=len(messages) - 1)]
+        return [ScoreItem.conversation(rid, _turns(record.messages, "user"))]
     if isinstance(record, TextRecord):
         return [ScoreItem(rid, 0, text=record.text)]
     prompt = _turns(record.prompt, "user")

@@ -4,7 +4,7 @@ import pytest
 
 from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
-from rmcluster.records import ScoreItem
+from rmcluster.records import ScoreItem, conversation_items
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
@@ -13,10 +13,6 @@ from tests.reference import ReferenceLoop
 @pytest.fixture(scope="module")
 def engine(demo_dir):
     return ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir)}, tokenization={"max_length": 300}))
-
-
-def _item(i, conv):
-    return ScoreItem(str(i), 0, messages=conv, num_prompt_messages=len(conv) - 1)
 
 
 def test_demo_name_resolves_and_runs_float32_on_cpu():
@@ -29,7 +25,7 @@ def test_demo_name_resolves_and_runs_float32_on_cpu():
 def test_over_length_item_fails_alone_with_clear_message(engine, demo_dir):
     convs = varied_conversations(40, seed=3)
     ref = ReferenceLoop(demo_dir)
-    results = engine.score_items([_item(i, c) for i, c in enumerate(convs)])
+    results = engine.score_items(conversation_items(convs))
     for conv, res in zip(convs, results):
         n = ref.ids(conv).shape[-1]
         if n > 300:
@@ -61,12 +57,12 @@ def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir, packi
     poisoned = _PoisonScorer(scorer.model, scorer.chat.tokenizer, "demo", 300)
     batching = BatchingConfig(packing=packing)
     convs = [[{"role": "user", "content": f"count {i} apples"}] for i in range(33)]
-    good = ScoringEngine(scorer, batching).score_items([_item(i, c) for i, c in enumerate(convs)])
-    encoded = poisoned.encode(_item(0, convs[5]))
+    good = ScoringEngine(scorer, batching).score_items(conversation_items(convs))
+    encoded = poisoned.encode(ScoreItem.conversation("0", convs[5]))
     poisoned.poison = encoded.input_ids[-3]  # a token that only item 5 has
-    assert sum(poisoned.poison in poisoned.encode(_item(i, c)).input_ids for i, c in enumerate(convs)) == 1
+    assert sum(poisoned.poison in poisoned.encode(item).input_ids for item in conversation_items(convs)) == 1
     stats = []
-    results = ScoringEngine(poisoned, batching).score_items([_item(i, c) for i, c in enumerate(convs)], stats.append)
+    results = ScoringEngine(poisoned, batching).score_items(conversation_items(convs), stats.append)
     assert max(s.items for s in stats) > 8  # the poisoned item really shared a batch before being isolated
     assert results[5].score is None and "injected failure" in results[5].error
     for i, (r, g) in enumerate(zip(results, good)):
@@ -76,8 +72,8 @@ def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir, packi
 
 def test_results_come_back_in_input_order(engine):
     convs = varied_conversations(30, seed=11, max_words=200)
-    forward = [r.score for r in engine.score_items([_item(i, c) for i, c in enumerate(convs)])]
-    backward = [r.score for r in engine.score_items([_item(i, c) for i, c in enumerate(convs[::-1])])]
+    forward = [r.score for r in engine.score_items(conversation_items(convs))]
+    backward = [r.score for r in engine.score_items(conversation_items(convs[::-1]))]
     assert forward == pytest.approx(backward[::-1], abs=1e-5)
 
 
@@ -95,7 +91,7 @@ def test_weight_free_encoder_encodes_like_the_scorer(engine):
     encoder = build_encoder(RMConfig(model={"name": engine.scorer.chat.tokenizer.name_or_path},
                                      tokenization={"max_length": 300}))
     for i, conv in enumerate(varied_conversations(20, seed=5)):
-        item = _item(i, conv)
+        item = ScoreItem.conversation(str(i), conv)
         try:
             expected = engine.scorer.encode(item)
         except ValueError as err:

@@ -10,7 +10,7 @@ import torch
 from rmcluster.config import RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.model_loading import flash_attn_available
-from rmcluster.records import ScoreItem
+from rmcluster.records import conversation_items
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
 
@@ -18,9 +18,6 @@ pytestmark = pytest.mark.gpu
 
 ATTN = ["sdpa"] + (["flash_attention_2"] if flash_attn_available() else [])
 
-
-def _items(convs):
-    return [ScoreItem(str(i), 0, messages=c, num_prompt_messages=len(c) - 1) for i, c in enumerate(convs)]
 
 
 @pytest.mark.parametrize("attn", ATTN)
@@ -32,7 +29,7 @@ def test_bf16_engine_tracks_bf16_reference(demo_dir, attn):
         expected = [ref.model(ref.ids(c).cuda()).logits[0][0].float().item() for c in convs]
     engine = ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir), "attn_implementation": attn}))
     assert engine.scorer.model.dtype == torch.bfloat16 and engine.scorer.device_type == "cuda"
-    got = [r.score for r in engine.score_items(_items(convs))]
+    got = [r.score for r in engine.score_items(conversation_items(convs))]
     spread = torch.tensor(expected).std().item()
     drift = max(abs(g - e) for g, e in zip(got, expected))
     assert drift < 0.02 * spread + 0.05, f"bf16 drift {drift:.4f} vs score std {spread:.3f}"
@@ -57,6 +54,6 @@ def test_device_map_auto_spreads_layers_and_matches_single_gpu(demo_dir):
     # accelerate's "auto" balances layers over the visible GPUs, even for a small model.
     devices = {p.device for p in spread.scorer.model.parameters()}
     assert len(devices) >= 2, devices
-    a = [r.score for r in single.score_items(_items(convs))]
-    b = [r.score for r in spread.score_items(_items(convs))]
+    a = [r.score for r in single.score_items(conversation_items(convs))]
+    b = [r.score for r in spread.score_items(conversation_items(convs))]
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3

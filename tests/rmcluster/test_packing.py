@@ -13,16 +13,13 @@ from rmcluster.batching import plan_packs
 from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.packing import PackLayout, PackUnit
-from rmcluster.records import ScoreItem, items_from_raw
+from rmcluster.records import conversation_items, items_from_raw
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
 
 TOL = 1e-4
 
-
-def _items(convs):
-    return [ScoreItem(str(i), 0, messages=c, num_prompt_messages=len(c) - 1) for i, c in enumerate(convs)]
 
 
 def _engine(path, **batching) -> ScoringEngine:
@@ -80,7 +77,7 @@ def test_packed_budget_counts_real_tokens_and_matches_reference(demo_dir, conver
     random.Random(3).shuffle(order)
     engine = _engine(demo_dir, max_batch_tokens=budget, max_batch_size=size, shared_prompt="off")
     stats = []
-    results = engine.score_items(_items([conversations[i] for i in order]), on_batch=stats.append)
+    results = engine.score_items(conversation_items([conversations[i] for i in order]), on_batch=stats.append)
     assert max(abs(results[k].score - expected[i]) for k, i in enumerate(order)) < TOL
     assert sum(s.items for s in stats) == len(order) and max(s.items for s in stats) > 1
     for s in stats:  # no padding: a pack occupies exactly its real tokens, within budget unless alone
@@ -117,7 +114,7 @@ def test_probe_refuses_packing_when_sequences_leak_and_engine_falls_back(demo_di
     engine = _engine(demo_dir)
     assert not engine.scorer.supports_packing and not engine.packing and not engine.shared_prompt
     stats = []
-    results = engine.score_items(_items(conversations[:40]), on_batch=stats.append)
+    results = engine.score_items(conversation_items(conversations[:40]), on_batch=stats.append)
     assert max(abs(r.score - e) for r, e in zip(results, expected[:40])) < TOL
     assert sum(s.padded_tokens for s in stats) >= sum(s.real_tokens for s in stats)
 
@@ -154,7 +151,7 @@ def test_sliding_window_model_packs_with_parity(sliding_window_dir, conversation
     engine = _engine(sliding_window_dir)
     assert engine.packing and engine.scorer.model.config.sliding_window == 24
     assert max(ref.ids(c).shape[-1] for c in convs) > 24 * 4
-    got = [r.score for r in engine.score_items(_items(convs))]
+    got = [r.score for r in engine.score_items(conversation_items(convs))]
     assert max(abs(g - e) for g, e in zip(got, expected)) < TOL
 
 
@@ -191,7 +188,7 @@ def test_varlen_plumbing_matches_reference_on_cpu(demo_dir, sliding_window_dir, 
     engine.scorer.varlen_fn = reference_varlen
     records = [{"prompt": c[:-1], "responses": [c[-1]["content"], "yes", "seven apples and a friend"]}
                for c in conversations[:30] if len(c) > 1]
-    items = [it for r in records for it in items_from_raw(r)] + _items(conversations[30:60])
+    items = [it for r in records for it in items_from_raw(r)] + conversation_items(conversations[30:60])
     stats = []
     results = engine.score_items(items, on_batch=stats.append)
     expected = ref.scores([it.messages for it in items])
@@ -207,7 +204,7 @@ def test_compiled_packed_forward_matches_reference(demo_dir, conversations, refe
     engine = ScoringEngine.from_config(cfg)
     assert engine.packing and engine.scorer.packed_backbone is not engine.scorer.backbone
     stats = []
-    results = engine.score_items(_items(conversations), on_batch=stats.append)
+    results = engine.score_items(conversation_items(conversations), on_batch=stats.append)
     assert len({s.padded_tokens for s in stats}) > 5  # many pack lengths through one compiled model
     assert max(abs(r.score - e) for r, e in zip(results, expected)) < TOL
 
@@ -239,7 +236,7 @@ def test_gpu_packed_and_shared_match_reference(demo_dir, dtype, attn, tol):
     convs = varied_conversations(120, seed=5)
     records = [{"prompt": c[:-1], "responses": [c[-1]["content"], "seven", "the answer is twelve"]}
                for c in convs if len(c) > 1][:40]
-    items = [it for r in records for it in items_from_raw(r)] + _items(convs[:60])
+    items = [it for r in records for it in items_from_raw(r)] + conversation_items(convs[:60])
     with torch.no_grad():
         expected = [ref.model(ref.ids(it.messages).cuda()).logits[0][0].float().item() for it in items]
     got = [r.score for r in engine.score_items(items)]

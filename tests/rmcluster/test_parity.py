@@ -7,7 +7,7 @@ import torch
 
 from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
-from rmcluster.records import ScoreItem
+from rmcluster.records import ScoreItem, conversation_items
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
 
@@ -23,9 +23,6 @@ def _engine(path, max_batch_tokens=None, max_batch_size=64, packing="auto", **to
     )
     return ScoringEngine.from_config(cfg)
 
-
-def _items(convs):
-    return [ScoreItem(str(i), 0, messages=c, num_prompt_messages=len(c) - 1) for i, c in enumerate(convs)]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def test_engine_matches_reference_in_random_order(demo_dir, conversations, refer
     random.Random(budget or 0).shuffle(order)
     engine = _engine(demo_dir, budget, size, packing)
     assert engine.packing == (packing == "on")
-    results = engine.score_items(_items([conversations[i] for i in order]))
+    results = engine.score_items(conversation_items([conversations[i] for i in order]))
     got = [r.score for r in results]
     assert all(r.error is None for r in results)
     diffs = [abs(got[k] - expected[i]) for k, i in enumerate(order)]
@@ -67,7 +64,7 @@ def test_engine_matches_reference_in_random_order(demo_dir, conversations, refer
 
 def test_padding_really_happens_in_big_batches(demo_dir, conversations):
     stats = []
-    _engine(demo_dir, 16384, 64, packing="off").score_items(_items(conversations), on_batch=stats.append)
+    _engine(demo_dir, 16384, 64, packing="off").score_items(conversation_items(conversations), on_batch=stats.append)
     assert max(s.items for s in stats) > 8
     assert sum(s.padded_tokens for s in stats) > sum(s.real_tokens for s in stats)
 
@@ -89,7 +86,7 @@ def test_pad_token_model_matches_reference(pad_demo_dir, conversations):
     assert ref.tokenizer.pad_token_id is not None
     convs = conversations[:120]
     expected = ref.scores(convs)
-    got = [r.score for r in _engine(pad_demo_dir, 16384).score_items(_items(convs))]
+    got = [r.score for r in _engine(pad_demo_dir, 16384).score_items(conversation_items(convs))]
     assert max(abs(g - e) for g, e in zip(got, expected)) < TOL
 
 
@@ -99,7 +96,7 @@ def test_masked_path_matches_reference(demo_dir, conversations, reference):
     engine = _engine(demo_dir, 16384, packing="off")
     assert engine.scorer.causal
     engine.scorer.causal = False
-    got = [r.score for r in engine.score_items(_items(conversations[:100]))]
+    got = [r.score for r in engine.score_items(conversation_items(conversations[:100]))]
     assert max(abs(g - e) for g, e in zip(got, expected[:100])) < TOL
 
 
@@ -112,7 +109,7 @@ def test_truncate_left_matches_reference_on_truncated_ids(demo_dir, conversation
     long_convs = [c for c in conversations if ref.ids(c).shape[-1] > max_length]
     # The final message must fit for truncation to apply; keep those whose last message is short.
     checked = 0
-    results = engine.score_items(_items(long_convs))
+    results = engine.score_items(conversation_items(long_convs))
     for conv, res in zip(long_convs, results):
         full = ref.ids(conv)[0].tolist()
         head = ref.ids(conv[:-1] + [{"role": conv[-1]["role"], "content": ""}])[0].tolist()
