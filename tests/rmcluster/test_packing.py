@@ -14,7 +14,6 @@ from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.packing import PackLayout, PackUnit
 from rmcluster.records import conversation_items, items_from_raw
-from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
 

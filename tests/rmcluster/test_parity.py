@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from rmcluster.config import BatchingConfig, RMConfig
+from rmcluster.config import RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.records import ScoreItem, conversation_items
 from tests.conversations import varied_conversations
