@@ -175,8 +175,7 @@ def run(config: JobConfig, fs, files: list[str]) -> dict:
         model = _serve_model_name(config.serve.app)
         _check_same_model(store, model)
     store.remove_temp_files()  # a killed writer's leftovers never counted
-    store.dedupe()
-    done = store.done_keys()
+    done = store.done_keys()  # unique keys: repeats in the store are removed by finish()'s dedupe
     start = time.perf_counter()
     ds = build_dataset(config, fs, files, done, model)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
