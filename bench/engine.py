@@ -33,11 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rmcluster.config import BatchingConfig  # noqa: E402
-from rmcluster.demo_model import _WORDS, DemoModelSpec, demo_model_path  # noqa: E402
+from rmcluster.demo_model import DemoModelSpec, demo_model_path  # noqa: E402
 from rmcluster.engine import ScoringEngine  # noqa: E402
 from rmcluster.packing import PackUnit  # noqa: E402
 from rmcluster.records import conversation_items  # noqa: E402
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer  # noqa: E402
+
+from bench.workload import long_tail, words  # noqa: E402
 
 SHAPES = {
     # CPU: big enough that compute dominates (hidden >= 256, >= 4 layers), GQA like Llama-3.
@@ -50,14 +52,6 @@ BF16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 
 
 # -- data ---------------------------------------------------------------------------------------
-def _words(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(n))  # ~1 token per word with the demo tokenizer
-
-
-def _long_tail(rng: random.Random, median: float, sigma: float, lo: int, hi: int) -> int:
-    return int(min(hi, max(lo, rng.lognormvariate(math.log(median), sigma))))
-
-
 def make_mix(name: str, n: int, seed: int = 0) -> list[list[dict]]:
     """'realistic': prompts 20-400 and responses 20-1,500 tokens, long-tailed. 'short': ~100 tokens in all.
     'best-of-8': n/8 prompts of 500 tokens, each with 8 responses of 200 tokens, in record order."""
@@ -66,16 +60,16 @@ def make_mix(name: str, n: int, seed: int = 0) -> list[list[dict]]:
     prompt = ""
     for i in range(n):
         if name == "realistic":
-            p, r = _long_tail(rng, 90, 0.8, 20, 400), _long_tail(rng, 220, 1.0, 20, 1500)
+            p, r = long_tail(rng, 90, 0.8, 20, 400), long_tail(rng, 220, 1.0, 20, 1500)
         elif name == "short":
             p, r = rng.randint(20, 40), rng.randint(25, 55)  # + 16 template tokens
         elif name == "best-of-8":
-            prompt = _words(rng, 500) if i % 8 == 0 else prompt
-            convs.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": _words(rng, 200)}])
+            prompt = words(rng, 500) if i % 8 == 0 else prompt
+            convs.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": words(rng, 200)}])
             continue
         else:
             raise ValueError(name)
-        convs.append([{"role": "user", "content": _words(rng, p)}, {"role": "assistant", "content": _words(rng, r)}])
+        convs.append([{"role": "user", "content": words(rng, p)}, {"role": "assistant", "content": words(rng, r)}])
     return convs
 
 

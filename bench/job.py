@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import random
 import shutil
@@ -31,27 +30,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rmcluster.config import RMConfig  # noqa: E402
-from rmcluster.demo_model import _WORDS, DemoModelSpec, demo_model_path  # noqa: E402
+from rmcluster.demo_model import demo_model_path  # noqa: E402
 
-# Big enough that compute dominates on CPU, as in bench/engine.py's "small" shape.
-SHAPES = {
-    "small": DemoModelSpec(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=688),
-    "demo": DemoModelSpec(),
-}
+from bench.workload import DEMO_SHAPES as SHAPES, long_tail, words  # noqa: E402
 
 
 def make_corpus(path: Path, n: int, seed: int = 0) -> None:
     """Preference pairs with long-tailed prompts (20-400 words) and responses (20-1,000 words)."""
     rng = random.Random(seed)
 
-    def words(median: float, lo: int, hi: int) -> str:
-        k = int(min(hi, max(lo, rng.lognormvariate(math.log(median), 0.8))))
-        return " ".join(rng.choice(_WORDS) for _ in range(k))
+    def text(median: float, lo: int, hi: int) -> str:
+        return words(rng, long_tail(rng, median, 0.8, lo, hi))
 
     with path.open("w") as f:
         for i in range(n):
-            rec = {"id": f"b{i}", "prompt": words(90, 20, 400), "chosen": words(200, 20, 1000),
-                   "rejected": words(200, 20, 1000)}
+            rec = {"id": f"b{i}", "prompt": text(90, 20, 400), "chosen": text(200, 20, 1000),
+                   "rejected": text(200, 20, 1000)}
             f.write(json.dumps(rec) + "\n")
 
 

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import random
 import socket
@@ -37,13 +36,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH")) if p)
 
-from rmcluster.demo_model import _WORDS, DemoModelSpec, demo_model_path  # noqa: E402
+from rmcluster.demo_model import demo_model_path  # noqa: E402
 
-SHAPES = {
-    "demo": DemoModelSpec(),
-    # Big enough on CPU that compute, not Python overhead, dominates a forward pass.
-    "small": DemoModelSpec(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, num_kv_heads=4),
-}
+from bench.workload import DEMO_SHAPES as SHAPES, long_tail, words  # noqa: E402
 CONCURRENCY = (1, 8, 32)
 PROBE_WARNING = "Failed to get queue length"
 # One event loop for every async client: a handle's router may be bound to the loop that first used it.
@@ -55,11 +50,10 @@ def conversations(n: int, seed: int = 0) -> list[list[dict]]:
     """Prompt 20-200 and response 20-400 words (about tokens with the demo tokenizer), long-tailed."""
     rng = random.Random(seed)
 
-    def words(median: int, lo: int, hi: int) -> str:
-        k = int(min(hi, max(lo, rng.lognormvariate(math.log(median), 0.7))))
-        return " ".join(rng.choice(_WORDS) for _ in range(k))
+    def text(median: int, lo: int, hi: int) -> str:
+        return words(rng, long_tail(rng, median, 0.7, lo, hi))
 
-    return [[{"role": "user", "content": words(60, 20, 200)}, {"role": "assistant", "content": words(120, 20, 400)}]
+    return [[{"role": "user", "content": text(60, 20, 200)}, {"role": "assistant", "content": text(120, 20, 400)}]
             for _ in range(n)]
 
 
