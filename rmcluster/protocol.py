@@ -122,9 +122,7 @@ class ClassifyData(BaseModel):
     num_classes: int
 
 
-class ClassifyUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
+class ClassifyUsage(Usage):
     completion_tokens: int = 0
 
 

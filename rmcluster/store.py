@@ -61,7 +61,10 @@ class ResultsStore:
     def __init__(self, uri: str):
         self.uri = str(uri)
         self.fs, self.root = resolve_uri(uri)
-        self.data_path = f"{self.root.rstrip('/')}/{DATA_DIR}"
+        self.data_path = self._path(DATA_DIR)
+
+    def _path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
 
     # -- files -----------------------------------------------------------------------------------
     def _list(self) -> list[pafs.FileInfo]:
@@ -92,10 +95,10 @@ class ResultsStore:
 
     def write_text(self, name: str, text: str) -> None:
         self.fs.create_dir(self.root, recursive=True)
-        _write_atomic(self.fs, f"{self.root.rstrip('/')}/{name}", lambda f: f.write(text.encode()))
+        _write_atomic(self.fs, self._path(name), lambda f: f.write(text.encode()))
 
     def read_text(self, name: str) -> Optional[str]:
-        path = f"{self.root.rstrip('/')}/{name}"
+        path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:

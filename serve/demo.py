@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from rmcluster.demo_model import MEANINGLESS, SEED_PAIR
+from rmcluster.demo_model import DEMO_MODEL_NAME, MEANINGLESS, SEED_PAIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmodel: {body['model']}\nprompt: {SEED_PAIR['prompt']}")
         for label, result in zip(("chosen", "rejected"), body["results"]):
             print(f"  {label:<8} score = {result['score']:.6f}  ({result['num_tokens']} tokens)")
-        if body["model"] == "demo":
+        if body["model"] == DEMO_MODEL_NAME:
             print(f"note: {MEANINGLESS}")
         print(f"\nendpoint: {url}  (POST /v1/score, /get_reward, /classify; GET /v1/models, /health; docs {url}/docs)")
         if args.exit:
