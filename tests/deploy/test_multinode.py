@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from rmcluster.demo_model import SEED_PAIR
 from rmcluster.engine import ScoringEngine
 from rmcluster.pipeline import score_records
 from rmcluster.store import ResultsStore
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL_SH = REPO / "cluster" / "local.sh"
 BIN = Path(sys.executable).parent
 N_PAIRS = 150
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cluster_env(state: Path) -> dict:
@@ -59,9 +53,10 @@ def cluster(tmp_path_factory):
         pytest.skip("no `ray` CLI next to this interpreter: cannot start Ray nodes")
     # Short: Ray's unix socket paths under the state dir must stay under 108 bytes.
     state = Path(tempfile.mkdtemp(prefix="rmct-", dir="/tmp"))
+    gcs_port, dashboard_port = free_ports(2)
     env = dict(os.environ, RMCLUSTER_LOCAL_STATE=str(state), RMCLUSTER_LOCAL_NAME="rmct",
-               RMCLUSTER_LOCAL_SUBNET="10.213.78", RMCLUSTER_LOCAL_GCS_PORT=str(_free_port()),
-               RMCLUSTER_LOCAL_DASHBOARD_PORT=str(_free_port()), RAY=str(BIN / "ray"))
+               RMCLUSTER_LOCAL_SUBNET="10.213.78", RMCLUSTER_LOCAL_GCS_PORT=str(gcs_port),
+               RMCLUSTER_LOCAL_DASHBOARD_PORT=str(dashboard_port), RAY=str(BIN / "ray"))
     up = subprocess.run([str(LOCAL_SH), "up", "--workers", "1", "--worker-cpus", "4"], env=env,
                         capture_output=True, text=True, timeout=300)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -16,21 +15,14 @@ pytestmark = pytest.mark.ray
 APP = "reward-jobs-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def reward_app(ray_cluster, demo_dir):
+def reward_app(serve_url, demo_dir):
     """The real app (serve/app.py) serving the demo model under the name the job's --model uses."""
     from ray import serve
 
     from serve.app import build_app
     from serve.args import ServeArgs
 
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     args = ServeArgs.model_validate({
         "rm": {"model": str(demo_dir), "tokenization": {"max_length": MAX_LENGTH}},
         "model_server": {"num_cpus": 0.5, "num_replicas": 1},
@@ -39,7 +31,6 @@ def reward_app(ray_cluster, demo_dir):
     serve.run(build_app(args), name=APP, route_prefix="/jobs-test")
     yield APP
     serve.delete(APP)
-    serve.shutdown()  # tests/serve starts its own Serve instance
 
 
 def test_serve_app_mode_equals_actor_pool_mode(reward_app, scored, reference, job_args, tmp_path):

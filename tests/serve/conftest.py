@@ -1,7 +1,6 @@
-"""Serve fixtures: one Serve instance and one demo-model reward app for the session, trainer actors."""
+"""Serve fixtures: the demo-model reward app for the session (on the root conftest's Serve instance), trainer actors."""
 
 import os
-import socket
 import time
 
 import pytest
@@ -15,12 +14,6 @@ os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1
 APP = "reward-test"
 MAX_LENGTH = 512
 MAX_BODY_BYTES = 256 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def app_args(**overrides) -> dict:
@@ -53,16 +46,6 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@pytest.fixture(scope="session")
-def serve_url(ray_cluster):
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import yaml
 
 from rmcluster.demo_model import SEED_PAIR
 
-from .conftest import free_port
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
