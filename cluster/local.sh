@@ -156,5 +156,5 @@ case ${1:-} in
   status) cmd_status ;;
   exec) shift; [[ -f "$STATE/mode" ]] || { log "not up"; exit 1; }; node=$1; shift; run_on "$node" "$@" ;;
   down) cmd_down ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
+  *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;  # the header comment is the usage
 esac
