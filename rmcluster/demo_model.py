@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 DEMO_MODEL_NAME = "demo"
 MEANINGLESS = "demo model: random weights, scores are meaningless (for wiring and tests only)"
@@ -93,7 +93,7 @@ def _corpus(rng: random.Random, n: int = 3000) -> list[str]:
     return lines
 
 
-def _build_tokenizer(spec: DemoModelSpec):
+def build_tokenizer(spec: DemoModelSpec) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -128,7 +128,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoModelSpec = DemoModelSpec())
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     out_dir = Path(out_dir)
-    tokenizer = _build_tokenizer(spec)
+    tokenizer = build_tokenizer(spec)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
@@ -174,14 +174,23 @@ def cache_dir() -> Path:
 
 def demo_model_path(spec: DemoModelSpec = DemoModelSpec(), root: Optional[Path] = None) -> Path:
     """The cached demo model for this spec, built on first use (safe under concurrent builders)."""
+    return cached_build(f"demo-{spec.key()}", lambda out: build_demo_model(out, spec), root)
+
+
+def cached_build(name: str, build: Callable[[Path], object], root: Optional[Path] = None) -> Path:
+    """`root/name`, built by `build(tmp_dir)` on first use and renamed into place atomically.
+
+    Readers see a whole checkpoint or none; concurrent builders race safely (the loser's copy is dropped).
+    A build must write README.md last: its presence marks a complete checkpoint.
+    """
     root = Path(root) if root else cache_dir()
-    final = root / f"demo-{spec.key()}"
+    final = root / name
     if (final / "config.json").is_file() and (final / "README.md").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=root))
     try:
-        build_demo_model(tmp, spec)
+        build(tmp)
         try:
             os.rename(tmp, final)  # atomic: readers see a whole model or none
         except OSError:
