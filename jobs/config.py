@@ -35,7 +35,8 @@ class ScorerPoolConfig(StrictModel):
     num_cpus: float = Field(1, gt=0, description="CPUs per scoring actor (on CPU, also its torch threads).",
                             json_schema_extra=_cli("--actor-cpus"))
     batch_size: int = Field(
-        512, ge=1, description="Items per scoring call; the engine packs them into forward passes by token budget.",
+        512, ge=1, description="Records per scoring call; the engine packs their items into forward passes by token "
+        "budget.",
         json_schema_extra=_cli("--batch-size"))
 
     @model_validator(mode="after")

@@ -32,11 +32,10 @@ from rmcluster.config import RMConfig
 from rmcluster.config_cli import add_config_flags, config_from_args
 from rmcluster.demo_model import DEMO_MODEL_NAME, MEANINGLESS
 from rmcluster.store import REPORT_FILE, SUMMARY_FILE, ResultsStore
-from rmcluster.summary import format_summary, summarize
+from rmcluster.summary import SUMMARY_COLUMNS, format_summary, summarize, throughput
 
 from .config import JobConfig
 
-SUMMARY_COLUMNS = ["id", "index", "label", "score", "num_tokens", "truncated", "error"]
 IO_CPUS = 0.25
 SERVE_PROBE = {"id": "rmcluster-job-probe", "text": "probe"}
 
@@ -47,7 +46,7 @@ class PreflightError(Exception):
 
 def check_model(config: RMConfig) -> None:
     """Tokenizer and model config must load, and a local checkpoint must hold weights."""
-    from rmcluster.model_loading import resolve_model_path
+    from rmcluster.checkpoint import resolve_model_path
     from rmcluster.scorers import build_encoder
 
     try:
@@ -104,14 +103,14 @@ def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
     from ray.data import ActorPoolStrategy
 
     from .inputs import CorpusDatasource
-    from .stages import Scorer, ServeScorer, Tokenizer
+    from .stages import EncodeStage, ScoreStage, ServeScoreStage
 
     # Reading and writing are I/O: a quarter CPU each leaves the cores to the actors (and fits 2-CPU boxes).
     ds = ray.data.read_datasource(CorpusDatasource(files, filesystem=fs), num_cpus=IO_CPUS)
     tok = config.tokenizer
     if config.serve.app is not None:
         return ds.map_batches(
-            ServeScorer,
+            ServeScoreStage,
             compute=ActorPoolStrategy(size=config.serve.callers),
             num_cpus=IO_CPUS,  # it waits on the app; the replicas hold the CPUs/GPUs
             batch_size=tok.batch_size,
@@ -120,7 +119,7 @@ def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
                                    "requests_in_flight": config.serve.requests_in_flight},
         )
     ds = ds.map_batches(
-        Tokenizer,
+        EncodeStage,
         compute=ActorPoolStrategy(min_size=1, max_size=tok.max_size),
         num_cpus=tok.num_cpus,
         batch_size=tok.batch_size,
@@ -129,7 +128,7 @@ def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
     )
     pool = config.scorer
     return ds.map_batches(
-        Scorer,
+        ScoreStage,
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         num_gpus=_num_gpus(config),
         num_cpus=pool.num_cpus,
@@ -146,8 +145,7 @@ def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wa
     duplicates = store.dedupe()
     table = store.read(SUMMARY_COLUMNS)
     summary = summarize(table)
-    summary["wall_seconds"] = round(wall, 3)
-    summary["tokens_per_s"] = round(written["tokens"] / wall, 1) if wall > 0 else None
+    summary.update(throughput(written["tokens"], wall))  # this run's, as tokens_scored below
     summary["run"] = {"rows_written": written["rows"], "files_written": written["files"],
                       "tokens_scored": written["tokens"], "already_stored": already_done,
                       "duplicates_removed": duplicates}

@@ -12,10 +12,11 @@ __all__ = ["RMConfig", "ScoreItem", "ScoreResult", "ScoringEngine", "__version__
 
 if TYPE_CHECKING:
     from .config import RMConfig
-    from .engine import ScoreResult, ScoringEngine
+    from .engine import ScoringEngine
+    from .outputs import ScoreResult
     from .records import ScoreItem
 
-_LAZY = {"RMConfig": "config", "ScoringEngine": "engine", "ScoreResult": "engine", "ScoreItem": "records"}
+_LAZY = {"RMConfig": "config", "ScoringEngine": "engine", "ScoreResult": "outputs", "ScoreItem": "records"}
 
 
 def __getattr__(name: str) -> Any:

@@ -55,10 +55,3 @@ def plan_packs(costs: Sequence[int], sizes: Sequence[int], max_tokens: int, max_
             room.append(max_tokens - costs[i])
             items.append(sizes[i])
     return packs
-
-
-def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """Real tokens / computed (padded) tokens over a plan."""
-    real = sum(lengths)
-    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
-    return real / padded if padded else 1.0

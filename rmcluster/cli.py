@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config_cli import add_config_flags, config_from_args
 from .demo_model import DEMO_MODEL_NAME, MEANINGLESS
+from .outputs import BatchStats
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -19,8 +20,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .corpus import input_format, iter_records
     from .engine import ScoringEngine
     from .pipeline import score_records
-    from .results import RESULT_SCHEMA, AtomicParquetWriter, rows_to_table
-    from .summary import format_summary, summarize
+    from .results import RESULT_SCHEMA, parquet_file, rows_to_table
+    from .summary import SUMMARY_COLUMNS, format_summary, summarize
 
     config = config_from_args(args)
     input_format(args.input)  # fail on an unknown format before loading a model
@@ -34,18 +35,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
     tables = []
     reused = 0
 
-    def on_batch(stats) -> None:
+    def on_batch(stats: BatchStats) -> None:
         nonlocal reused
         bar.update(stats.items)
         reused += stats.reused_tokens
 
-    with AtomicParquetWriter(args.output) as writer, tqdm(desc="scoring", unit="item", disable=args.quiet) as bar:
+    with parquet_file(args.output) as writer, tqdm(desc="scoring", unit="item", disable=args.quiet) as bar:
         for chunk in iter_records(args.input, args.chunk_size):
             before = bar.n
             table = rows_to_table(score_records(engine, chunk, on_batch=on_batch))
-            bar.update(table.num_rows - (bar.n - before))  # rows that never reached a batch: errors
-            writer.write(table)
-            tables.append(table.select(["id", "label", "score", "num_tokens", "truncated", "error"]))
+            bar.update(max(0, table.num_rows - (bar.n - before)))  # rows that never reached a batch: errors
+            writer.write_table(table)
+            tables.append(table.select(SUMMARY_COLUMNS))
     wall = time.perf_counter() - start
     summary = summarize(pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table(), wall)
     if reused:  # shared prompts: dense FLOPs scale with tokens, so this share of them was skipped
@@ -57,7 +58,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from .store import SUMMARY_FILE, ResultsStore
-    from .summary import format_summary, summarize
+    from .summary import SUMMARY_COLUMNS, format_summary, summarize
 
     store = ResultsStore(args.dir)
     summary = store.summary()
@@ -68,7 +69,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
             return 2
         # An unfinished or killed job: what its committed files hold (possibly with repeats).
         print(f"note: no {SUMMARY_FILE} (job not finished); computed from {len(files)} data files", file=sys.stderr)
-        summary = summarize(store.read(["id", "index", "label", "score", "num_tokens", "truncated", "error"]))
+        summary = summarize(store.read(SUMMARY_COLUMNS))
     print(f"{args.dir}\n{format_summary(summary)}")
     return 0
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

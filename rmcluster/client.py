@@ -36,7 +36,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after_s: Optional[float] = None) -> float:
         wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-        return max(wait, min(retry_after_s or 0.0, self.max_backoff_s))
+        return float(max(wait, min(retry_after_s or 0.0, self.max_backoff_s)))
 
     def run(self, call: Callable[[], T], retryable: Callable[[BaseException], Optional[float]]) -> T:
         """`retryable(err)` returns None for a final error, else the server's suggested wait (or 0)."""
@@ -56,16 +56,17 @@ def _chunks(items: Sequence[T], size: int) -> list[tuple[int, Sequence[T]]]:
     return [(i, items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _expand(records: Sequence[dict], name: str) -> tuple[list[list[dict]], list[int]]:
+def _expand(records: Sequence[dict[str, Any]], name: str) -> tuple[list[list[dict[str, Any]]], list[int]]:
     """Records -> their conversations, as the server expands them, and how many each has."""
-    sizes, convs = [], []
+    sizes: list[int] = []
+    convs: list[list[dict[str, Any]]] = []
     for i, record in enumerate(records):
         try:
             items = items_from_raw({**record, "id": str(i)})
         except (RecordError, TypeError) as err:
             raise InvalidInputError(f"{name}.{i}: {err}", item=i) from None
         sizes.append(len(items))
-        convs.extend(item.messages for item in items)  # type: ignore[misc]
+        convs.extend(item.messages or [] for item in items)
     return convs, sizes
 
 
@@ -83,10 +84,10 @@ class _ChunkedScorer:
     chunk_size: int
     max_in_flight: int
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict]]) -> list[float]:
+    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
         raise NotImplementedError
 
-    def score(self, conversations: Sequence[list[dict]]) -> list[float]:
+    def score(self, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
         """One score (raw logit) per conversation, in order."""
         chunks = _chunks(list(conversations), self.chunk_size)
         if len(chunks) <= 1:
@@ -95,12 +96,12 @@ class _ChunkedScorer:
             parts = list(pool.map(lambda oc: self._score_chunk(*oc), chunks))
         return [s for part in parts for s in part]
 
-    def score_pairs(self, pairs: Sequence[dict]) -> list[list[float]]:
+    def score_pairs(self, pairs: Sequence[dict[str, Any]]) -> list[list[float]]:
         """[chosen, rejected] per {"prompt", "chosen", "rejected"} (prompt/response: str or messages)."""
         convs, sizes = _expand(pairs, "pairs")
         return _regroup(self.score(convs), sizes)
 
-    def score_responses(self, groups: Sequence[dict]) -> list[list[float]]:
+    def score_responses(self, groups: Sequence[dict[str, Any]]) -> list[list[float]]:
         """Scores per {"prompt", "responses": [...]} group, in response order."""
         convs, sizes = _expand(groups, "groups")
         return _regroup(self.score(convs), sizes)
@@ -120,7 +121,7 @@ class RewardClient(_ChunkedScorer):
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, limits=limits)
         self._httpx = httpx
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict]]) -> list[float]:
+    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
         def call() -> list[float]:
             response = self._http.post("/v1/score", json={"conversations": list(conversations)})
             if response.status_code != 200:
@@ -164,7 +165,7 @@ def _http_error(response: Any, offset: int) -> ScoringError:
     item = None if item is None else item + offset  # index into the caller's full list
     if cls is ServiceOverloadedError:
         return ServiceOverloadedError(message, retry_after_s=float(response.headers.get("retry-after") or 1))
-    error = cls(f"HTTP {response.status_code}: {message}", item=item, field=field)
+    error: ScoringError = cls(f"HTTP {response.status_code}: {message}", item=item, field=field)
     error.status_code = response.status_code
     return error
 
@@ -186,10 +187,11 @@ class HandleRewardClient(_ChunkedScorer):
         self._handle = serve.get_app_handle(app_name)
         self._backpressure = BackPressureError
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict]]) -> list[float]:
+    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
         def call() -> list[float]:
             try:
-                return self._handle.score.remote(list(conversations)).result(timeout_s=self.timeout_s)
+                scores: list[float] = self._handle.score.remote(list(conversations)).result(timeout_s=self.timeout_s)
+                return scores
             except ScoringError as err:  # re-index the failing item into the caller's full list
                 if err.item is None or isinstance(err, ServiceOverloadedError):
                     raise
@@ -205,7 +207,7 @@ class HandleRewardClient(_ChunkedScorer):
             return err.retry_after_s or 0.0
         return None
 
-    def score_records(self, records: Sequence[dict]) -> list[dict]:
+    def score_records(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Result rows as `rmcluster.pipeline.score_records` makes them; bad input becomes error rows."""
         return self.retry.run(lambda: self._handle.score_records.remote(list(records)).result(
             timeout_s=self.timeout_s), self._retryable)

@@ -10,16 +10,14 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Token budgets per device kind, used when `max_batch_tokens` is left unset.
-# Padded batches count padded tokens (rows x longest row). CPU: small batches win (big matmuls are
-# already at peak, masks and padding cost); CUDA: batch-1 prefill leaves the GPU idle, so large budgets.
+# Token budgets per device kind, used when `max_batch_tokens` is left unset; padded batches count
+# padded tokens (rows x longest row), packs their real tokens, and the same budget measured best for
+# both. CPU: small batches win (big matmuls are already at peak; masks, padding and longer packs add
+# cache pressure: 2048- and 4096-token packs measured slower than 1024). CUDA: batch-1 prefill
+# leaves the GPU idle, so as many tokens as memory comfortably allows.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768}
-# Packed batches count real tokens. CPU: matmuls already fill at a few hundred rows, and longer
-# packs only add cache pressure (2048- and 4096-token packs measured slower than 1024); CUDA: as many
-# tokens as memory comfortably allows.
-DEFAULT_PACK_TOKENS = {"cpu": 1024, "cuda": 32768}
 # `packing: auto` per device kind, from bench/engine.py measurements. CPU: length-sorted padded
 # batches already run 99% real tokens, and packs measured equal to slightly slower (0.93-1.02x), so
 # independent sequences stay padded there; shared-prompt groups run as packs either way.
@@ -31,8 +29,24 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # YAML `section:` with nothing under it reads as null: it means the section's defaults.
+        if not isinstance(data, dict):
+            return data
+        sections = {name for name, f in cls.model_fields.items()
+                    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+        return {k: v for k, v in data.items() if not (v is None and k in sections)}
+
 
 class ModelConfig(StrictModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `model: Skywork/...` is shorthand for `model: {name: Skywork/...}` (the only place it is expanded).
+        return {"name": value} if isinstance(value, str) else value
+
     kind: Literal["sequence_classifier"] = Field(
         "sequence_classifier",
         description="Scorer kind. 'sequence_classifier': AutoModelForSequenceClassification, score = logit 0.",
@@ -81,7 +95,7 @@ class BatchingConfig(StrictModel):
         None,
         ge=1,
         description="Token budget per forward pass: padded tokens (rows x longest row) for padded batches, "
-        f"real tokens for packed ones. Unset: per device, padded {DEFAULT_BATCH_TOKENS}, packed {DEFAULT_PACK_TOKENS}.",
+        f"real tokens for packed ones. Unset: per device, {DEFAULT_BATCH_TOKENS}.",
     )
     max_batch_size: int = Field(64, ge=1, description="Most items in one forward pass.")
     packing: Literal["auto", "on", "off"] = Field(
@@ -97,11 +111,10 @@ class BatchingConfig(StrictModel):
         "load-time packing check.",
     )
 
-    def token_budget(self, device_type: str, packed: bool = False) -> int:
+    def token_budget(self, device_type: str) -> int:
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
-        defaults = DEFAULT_PACK_TOKENS if packed else DEFAULT_BATCH_TOKENS
-        return defaults.get(device_type, defaults["cuda"])
+        return DEFAULT_BATCH_TOKENS.get(device_type, DEFAULT_BATCH_TOKENS["cuda"])
 
 
 class RMConfig(StrictModel):
@@ -111,18 +124,12 @@ class RMConfig(StrictModel):
     tokenization: TokenizationConfig = Field(default_factory=TokenizationConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_shorthand(cls, value: Any) -> Any:
-        # `model: Skywork/...` is accepted as shorthand for `model: {name: Skywork/...}`.
-        return {"name": value} if isinstance(value, str) else value
-
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RMConfig":
         return cls.model_validate(load_yaml_mapping(path))
 
 
-def load_yaml_mapping(path: str | Path) -> dict:
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; say which file is wrong if it does not."""
     path = Path(path)
     if not path.is_file():

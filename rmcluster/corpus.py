@@ -12,7 +12,7 @@ from typing import Any, Iterator, Union
 
 from .records import RecordError, derive_id
 
-Raw = Union[dict, Any, RecordError]
+Raw = Union[dict[str, Any], Any, RecordError]
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 

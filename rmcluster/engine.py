@@ -8,45 +8,24 @@ forward pass fails is split in halves until the failing item is alone.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .batching import plan_batches, plan_packs
 from .config import AUTO_PACKING, BatchingConfig, RMConfig
+from .encoding import Encoded, EncodedItem, Encoder
+from .outputs import BatchStats, ScoreOutput, ScoreResult
 from .packing import PackUnit
 from .records import ScoreItem, conversation_items
-from .scorers import Encoded, Scorer, build_scorer, encode_each
+from .scorers import Scorer, build_scorer
 from .shared_prompt import build_units, reused_tokens
-from .templating import EncodedItem
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class ScoreResult:
-    score: Optional[float]  # logit 0; None on error
-    logits: Optional[list[float]]  # all labels, for multi-head models
-    num_tokens: int
-    truncated: bool
-    error: Optional[str]
-
-    @classmethod
-    def failed(cls, error: BaseException | str, num_tokens: int = 0, truncated: bool = False) -> "ScoreResult":
-        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        return cls(None, None, num_tokens, truncated, message)
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """One forward pass, for progress bars and metrics."""
-
-    items: int
-    real_tokens: int  # tokens of the scored sequences, each whole (what per-sequence scoring computes)
-    padded_tokens: int  # tokens the batch occupies, padding included (packed: no padding, = real_tokens)
-    seconds: float
-    reused_tokens: int = 0  # shared-prompt tokens not recomputed: the pass computed padded - reused
+OnBatch = Optional[Callable[[BatchStats], None]]
+_PENDING = ScoreResult.failed("not scored")  # a placeholder that every path overwrites
 
 
 class ScoringEngine:
@@ -62,6 +41,10 @@ class ScoringEngine:
     @property
     def model_name(self) -> str:
         return self.scorer.model_name
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.scorer.encoder
 
     @property
     def packing(self) -> bool:
@@ -88,32 +71,35 @@ class ScoringEngine:
 
     @property
     def max_batch_tokens(self) -> int:
-        return self.batching.token_budget(self.scorer.device_type, packed=self.packing)
+        return self.batching.token_budget(self.scorer.device_type)
 
     def encode(self, items: Sequence[ScoreItem]) -> list[Encoded]:
-        """Tokenize each item; failures come back as the exception, in place."""
-        return encode_each(self.scorer, items)
+        """Each item encoded on its own (no record expansion); a failure is an `EncodeFailure` in place."""
+        return [self.encoder.encode_or_fail(item) for item in items]
 
-    def score_items(
-        self, items: Sequence[ScoreItem], on_batch: Optional[Callable[[BatchStats], None]] = None
-    ) -> list[ScoreResult]:
+    def score_items(self, items: Sequence[ScoreItem], on_batch: OnBatch = None) -> list[ScoreResult]:
+        """Score items on their own; for whole records use `rmcluster.pipeline.score_records`."""
         return self.score_encoded(self.encode(items), on_batch)
 
-    def score_encoded(
-        self, encoded: Sequence[Encoded], on_batch: Optional[Callable[[BatchStats], None]] = None
-    ) -> list[ScoreResult]:
-        """Score already-encoded items; results come back in input order."""
-        results: list[Optional[ScoreResult]] = [
-            ScoreResult.failed(e) if isinstance(e, BaseException) else None for e in encoded
-        ]
+    def score_encoded(self, encoded: Sequence[Encoded], on_batch: OnBatch = None) -> list[ScoreResult]:
+        """Score encoded units; failed encodings fail their unit alone. Results in input order."""
+        results: list[ScoreResult] = [ScoreResult.failed(e.message) if not isinstance(e, EncodedItem) else _PENDING
+                                      for e in encoded]
         todo = [i for i, e in enumerate(encoded) if isinstance(e, EncodedItem)]
+        good = [e for e in encoded if isinstance(e, EncodedItem)]
+        for i, result in zip(todo, self._score(good, on_batch)):
+            results[i] = result
+        return results
+
+    def _score(self, encoded: Sequence[EncodedItem], on_batch: OnBatch) -> list[ScoreResult]:
+        results = [_PENDING] * len(encoded)
         budget, max_items = self.max_batch_tokens, self.batching.max_batch_size
-        units = self.pack_units(encoded, todo)
+        units = self.pack_units(encoded)
         if self.packing:
             packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
             for pack in packs:
                 self._run([units[k] for k in pack], True, encoded, results, on_batch)
-            return results  # type: ignore[return-value]
+            return results
         # Padded rows of single sequences; shared-prompt groups (if on) run as packs of their own.
         singles = [u for u in units if not u.prompt]
         for unit in units:
@@ -121,19 +107,20 @@ class ScoringEngine:
                 self._run([unit], True, encoded, results, on_batch)
         for batch in plan_batches([u.num_tokens for u in singles], budget, max_items):
             self._run([singles[b] for b in batch], False, encoded, results, on_batch)
-        return results  # type: ignore[return-value]
+        return results
 
-    def pack_units(self, encoded: Sequence[Encoded], indices: Sequence[int]) -> list[PackUnit]:
+    def pack_units(self, encoded: Sequence[EncodedItem]) -> list[PackUnit]:
         """The units `score_encoded` runs for these items: shared-prompt groups (when on) and single sequences.
 
         A group stays whole up to max(token budget, max_length) tokens, the largest forward the
         engine already runs for one long item: cutting it would recompute its prompt.
         """
         group_tokens = max(self.max_batch_tokens, self.scorer.max_length)
-        return build_units(encoded, indices, self.shared_prompt, group_tokens,  # type: ignore[arg-type]
+        return build_units(encoded, range(len(encoded)), self.shared_prompt, group_tokens,
                            self.batching.max_batch_size)
 
-    def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[Encoded], results: list, on_batch) -> None:
+    def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[EncodedItem], results: list[ScoreResult],
+             on_batch: OnBatch) -> None:
         """One forward pass over `units`: a padding-free pack, or right-padded rows of single sequences.
 
         If it fails, the units are split in halves (a shared-prompt group into halves of its tails)
@@ -141,17 +128,14 @@ class ScoringEngine:
         """
         members = [m for u in units for m in u.members]
         start = time.perf_counter()
-        try:
-            if packed:
-                logits = self.scorer.forward_packed(units)
-            else:
-                logits = self.scorer.forward([encoded[i] for i in members])  # type: ignore[misc]
-        except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
+        outcome = self._forward(units, packed, encoded, members)
+        if isinstance(outcome, Exception):
             if len(members) == 1:
                 e = encoded[members[0]]
-                log.warning("item failed in %s forward: %s", "packed" if packed else "padded", err)
-                results[members[0]] = ScoreResult.failed(err, e.num_tokens, e.truncated)  # type: ignore[union-attr]
+                log.warning("item failed in %s forward: %s", "packed" if packed else "padded", outcome)
+                results[members[0]] = ScoreResult.failed(outcome, e.num_tokens, e.truncated)
                 return
+            del outcome  # free what the failed forward held before retrying smaller
             _release_device_memory()
             h = len(units) // 2
             halves = (units[:h], units[h:]) if len(units) > 1 else tuple([u] for u in units[0].split())
@@ -159,15 +143,25 @@ class ScoringEngine:
                 self._run(half, packed, encoded, results, on_batch)
             return
         seconds = time.perf_counter() - start
-        for i, row in zip(members, logits):
+        for i, output in zip(members, outcome):
             e = encoded[i]
-            results[i] = ScoreResult(row[0], row, e.num_tokens, e.truncated, None)  # type: ignore[union-attr]
+            results[i] = ScoreResult.ok(output, e.num_tokens, e.truncated)
         if on_batch is not None:
             real = sum(u.real_tokens for u in units)
             computed = real if packed else len(units) * max(u.num_tokens for u in units)
             on_batch(BatchStats(len(members), real, computed, seconds, reused_tokens(units)))
 
-    def score_conversations(self, conversations: Sequence[list[dict]]) -> list[ScoreResult]:
+    def _forward(self, units: list[PackUnit], packed: bool, encoded: Sequence[EncodedItem],
+                 members: list[int]) -> list[ScoreOutput] | Exception:
+        """The scorer's outputs, or the exception it raised (returned, so no traceback outlives this frame)."""
+        try:
+            if packed:
+                return self.scorer.forward_packed(units)
+            return self.scorer.forward([encoded[i] for i in members])
+        except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
+            return err.with_traceback(None)
+
+    def score_conversations(self, conversations: Sequence[list[dict[str, Any]]]) -> list[ScoreResult]:
         """Convenience: score plain chat conversations (lists of messages)."""
         return self.score_items(conversation_items(conversations))
 
@@ -178,5 +172,6 @@ class ScoringEngine:
 def _release_device_memory() -> None:
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,4 +1,7 @@
-"""Model and tokenizer loading: HF id or local path (or 'demo'), resolving the 'auto' settings."""
+"""Model loading: HF id or local path (or 'demo'), resolving the 'auto' settings (torch side).
+
+Tokenizer and config.json come from `rmcluster.checkpoint`, which the weight-free encoders share.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import Any
 
 import torch
 
+from .checkpoint import resolve_model_path
 from .config import ModelConfig
-from .demo_model import DEMO_MODEL_NAME, demo_model_path
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,6 @@ class ResolvedModel:
     device: torch.device
     dtype: torch.dtype
     attn_implementation: str
-
-
-def resolve_model_path(name: str) -> str:
-    return str(demo_model_path()) if name == DEMO_MODEL_NAME else name
 
 
 def flash_attn_available() -> bool:
@@ -66,30 +65,8 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def load_tokenizer(cfg: ModelConfig, path: str | None = None) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(
-        path or resolve_model_path(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
-    )
-
-
-def max_positions(model_config: Any, fallback: int = 4096) -> int:
-    """The longest sequence a checkpoint's config admits."""
-    return int(getattr(model_config, "max_position_embeddings", None) or fallback)
-
-
-def load_model_config(cfg: ModelConfig) -> Any:
-    """The checkpoint's config.json only (no weights): for tokenization outside the model replica."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(
-        resolve_model_path(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
-    )
-
-
-def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, Any, ResolvedModel]:
-    """(model, tokenizer, resolved) for an AutoModelForSequenceClassification checkpoint, in eval mode."""
+def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, ResolvedModel]:
+    """(model, resolved) for an AutoModelForSequenceClassification checkpoint, in eval mode."""
     from transformers import AutoModelForSequenceClassification
 
     resolved = resolve(cfg)
@@ -104,7 +81,6 @@ def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, Any, ResolvedModel]
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
     try:
-        tokenizer = load_tokenizer(cfg, resolved.path)
         model = AutoModelForSequenceClassification.from_pretrained(resolved.path, **kwargs)
     except OSError as err:
         raise OSError(
@@ -117,4 +93,4 @@ def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, Any, ResolvedModel]
     log.info(
         "loaded %s on %s as %s with %s", cfg.name, resolved.device, resolved.dtype, resolved.attn_implementation
     )
-    return model, tokenizer, resolved
+    return model, resolved

@@ -13,7 +13,7 @@ that `rmcluster.segment_attention` follows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -93,8 +93,8 @@ class PackLayout:
         self.has_prefix = any(s.prefix_len for s in segments)
         self.max_kv_len = max((s.prefix_len + s.end - s.start for s in segments), default=0)
         # Built on first use per device (layers of a model split over GPUs live on several), shared by layers.
-        self._masks: dict[tuple, torch.Tensor] = {}
-        self._varlen: dict[torch.device, tuple] = {}
+        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._varlen: dict[torch.device, tuple[Any, ...]] = {}
 
     def causal_mask(self, q_len: int, kv_len: int, window: Optional[int], device: torch.device) -> torch.Tensor:
         """Boolean [q_len, kv_len] mask, causal aligned to the bottom right (the queries are the last
@@ -118,15 +118,16 @@ class PackLayout:
         (flash-attn >= 2.1) computes exactly the segment attention.
         """
         if device not in self._varlen:
-            cu_q, cu_k, kv_rows = [0], [0], []
+            cu_q, cu_k, kv_rows = [0], [0], list[int]()
             for s in self.segments:
                 cu_q.append(s.end)
                 cu_k.append(cu_k[-1] + s.prefix_len + s.end - s.start)
                 if self.has_prefix:
                     kv_rows.extend(range(s.prefix_start, s.prefix_end))
                     kv_rows.extend(range(s.start, s.end))
-            as_i32 = lambda xs: torch.tensor(xs, dtype=torch.int32, device=device)  # noqa: E731
             index = torch.tensor(kv_rows, dtype=torch.long, device=device) if self.has_prefix else None
             max_q = max((s.end - s.start for s in self.segments), default=0)
-            self._varlen[device] = (index, as_i32(cu_q), as_i32(cu_k), max_q, self.max_kv_len)
+            cu_seqlens_q = torch.tensor(cu_q, dtype=torch.int32, device=device)
+            cu_seqlens_k = torch.tensor(cu_k, dtype=torch.int32, device=device)
+            self._varlen[device] = (index, cu_seqlens_q, cu_seqlens_k, max_q, self.max_kv_len)
         return self._varlen[device]

@@ -177,7 +177,7 @@ class ScoringError(Exception):
         super().__init__(message)
         self.message, self.item, self.field = message, item, field
 
-    def __reduce__(self):  # keep the fields across Ray's pickling
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields across Ray's pickling
         return type(self), (self.message, self.item, self.field)
 
     def __str__(self) -> str:
@@ -217,11 +217,11 @@ class ServiceOverloadedError(ScoringError, RuntimeError):
         super().__init__(message, item, field)
         self.retry_after_s = retry_after_s
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.message, self.item, self.field, self.retry_after_s)
 
 
-def invalid_input(err: ValidationError, prefix: tuple = ()) -> InvalidInputError:
+def invalid_input(err: ValidationError, prefix: tuple[Any, ...] = ()) -> InvalidInputError:
     """A pydantic error -> InvalidInputError naming the failing item (its index) and field.
 
     Of several errors the deepest is reported: for a `str | messages` union it is the branch that
@@ -235,7 +235,7 @@ def invalid_input(err: ValidationError, prefix: tuple = ()) -> InvalidInputError
 _PAIR_ITEMS = {"chosen": 0, "rejected": 1}
 
 
-def invalid_input_at(loc: tuple, msg: str, count: int = 1) -> InvalidInputError:
+def invalid_input_at(loc: tuple[Any, ...], msg: str, count: int = 1) -> InvalidInputError:
     # loc is e.g. ("conversations", 3, 1, "content"): item 3, field conversations.3.1.content.
     # "body" (FastAPI) and union tags ("str", "list[Message]") are not fields.
     loc = tuple(p for p in loc if p not in ("body", "str") and not (isinstance(p, str) and "[" in p))

@@ -93,17 +93,18 @@ class ScoreItem:
     id: str
     index: int
     label: Optional[str] = None
-    messages: Optional[list[dict]] = None  # chat messages, templated by the tokenizer
+    messages: Optional[list[dict[str, Any]]] = None  # chat messages, templated by the tokenizer
     text: Optional[str] = None  # already-templated text
     num_prompt_messages: int = 0  # leading messages that belong to the prompt
+    add_special_tokens: bool = False  # text only: put the tokenizer's BOS in front (vLLM /classify)
 
     @classmethod
-    def conversation(cls, item_id: str, messages: Sequence[dict]) -> "ScoreItem":
+    def conversation(cls, item_id: str, messages: Sequence[dict[str, Any]]) -> "ScoreItem":
         """A plain chat: every message before the last is its prompt."""
         return cls(item_id, 0, messages=list(messages), num_prompt_messages=len(messages) - 1)
 
 
-def conversation_items(conversations: Iterable[Sequence[dict]]) -> list[ScoreItem]:
+def conversation_items(conversations: Iterable[Sequence[dict[str, Any]]]) -> list[ScoreItem]:
     """Plain chats -> items with ids "0", "1", ... in order."""
     return [ScoreItem.conversation(str(i), c) for i, c in enumerate(conversations)]
 
@@ -167,7 +168,7 @@ def parse_record(raw: Any) -> tuple[str, AnyRecord]:
         raise RecordError(rid, f"record {rid}: {_format_errors(err)}") from None
 
 
-def _turns(turns: Any, role: str) -> list[dict]:
+def _turns(turns: Any, role: str) -> list[dict[str, Any]]:
     if isinstance(turns, str):
         return [{"role": role, "content": turns}]
     return [m.model_dump(exclude_none=True) for m in turns]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,7 +19,7 @@ from .summary import format_summary, pair_margins
 BINS = 50
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()
@@ -46,7 +47,7 @@ def _figures(ok: pa.Table) -> list[tuple[str, str]]:
         edges = np.histogram_bin_edges(np.concatenate(list(sides.values())), bins=BINS)  # shared, so bars compare
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for (label, values), color in zip(sides.items(), ("#55a868", "#c44e52")):
-            ax.hist(values, bins=edges, alpha=0.6, label=label, color=color)
+            ax.hist(values, bins=edges.tolist(), alpha=0.6, label=label, color=color)
         ax.set(title=f"Scores by label ({pairs.num_rows} pairs)", xlabel="score", ylabel="items")
         ax.legend()
         out.append(("Chosen vs rejected", _png(fig)))
@@ -63,7 +64,7 @@ def _figures(ok: pa.Table) -> list[tuple[str, str]]:
     return out
 
 
-def render_report(table: pa.Table, summary: dict, title: str = "rmcluster results") -> str:
+def render_report(table: pa.Table, summary: dict[str, Any], title: str = "rmcluster results") -> str:
     """HTML for a results table (the store's rows) and its summary dict."""
     ok = table.filter(pc.is_null(table["error"]))
     body = [f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(format_summary(summary))}</pre>"]

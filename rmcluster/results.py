@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .atomic import atomic_output
+from .outputs import ScoreResult
+
 if TYPE_CHECKING:
-    from .engine import ScoreResult
     from .records import ScoreItem
 
 RESULT_SCHEMA = pa.schema(
@@ -19,22 +22,31 @@ RESULT_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("index", pa.int64(), nullable=False),  # response position in its record; chosen=0, rejected=1
         pa.field("label", pa.string()),  # null | "chosen" | "rejected"
-        pa.field("score", pa.float64()),  # logit 0; null on error
-        pa.field("logits", pa.list_(pa.float32())),  # all labels
+        pa.field("score", pa.float64()),  # the reward; null on error
+        pa.field("logits", pa.list_(pa.float32())),  # sequence classifiers: all labels
         pa.field("num_tokens", pa.int64()),
         pa.field("truncated", pa.bool_()),
         pa.field("error", pa.string()),  # null, or why this item has no score
         pa.field("model", pa.string()),
     ]
 )
-RESULT_COLUMNS = RESULT_SCHEMA.names
 
 
-def result_row(item: "ScoreItem", result: "ScoreResult", model: str) -> dict:
+def result_row(item: "ScoreItem", result: ScoreResult, model: str) -> dict[str, Any]:
+    """The one way a scored (or failed) item becomes a row, on every front end."""
+    return _row(item.id, item.index, item.label, result, model)
+
+
+def error_row(record_id: str, message: str, model: str) -> dict[str, Any]:
+    """A row for input that never became a scorable item (invalid JSON, schema error)."""
+    return _row(record_id, 0, None, ScoreResult.failed(message), model)
+
+
+def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, model: str) -> dict[str, Any]:
     return {
-        "id": item.id,
-        "index": item.index,
-        "label": item.label,
+        "id": record_id,
+        "index": index,
+        "label": label,
         "score": result.score,
         "logits": result.logits,
         "num_tokens": result.num_tokens,
@@ -44,48 +56,14 @@ def result_row(item: "ScoreItem", result: "ScoreResult", model: str) -> dict:
     }
 
 
-def error_row(record_id: str, message: str, model: str, index: int = 0, label: Optional[str] = None) -> dict:
-    """A row for input that never became a scorable item (invalid JSON, schema error)."""
-    return {
-        "id": record_id,
-        "index": index,
-        "label": label,
-        "score": None,
-        "logits": None,
-        "num_tokens": 0,
-        "truncated": False,
-        "error": message,
-        "model": model,
-    }
+def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=RESULT_SCHEMA)
 
 
-def rows_to_table(rows: Iterable[dict], schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:
-    return pa.Table.from_pylist(list(rows), schema=schema)
-
-
-class AtomicParquetWriter:
-    """Writes a Parquet file under a temporary name and renames it on success only.
-
-    A crash or error leaves no file at the final path, never a half-written one.
-    """
-
-    def __init__(self, path: str | Path, schema: pa.Schema = RESULT_SCHEMA):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._writer = pq.ParquetWriter(self._tmp, schema)
-
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
-
-    def __enter__(self) -> "AtomicParquetWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._writer.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+@contextlib.contextmanager
+def parquet_file(path: str | Path) -> Iterator[pq.ParquetWriter]:
+    """A Parquet writer whose file appears at `path`, whole, only when the block succeeds."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_output(pafs.LocalFileSystem(), path) as f, pq.ParquetWriter(f, RESULT_SCHEMA) as writer:
+        yield writer

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ def flash_varlen_fn() -> Optional[VarlenFn]:
         from flash_attn import flash_attn_varlen_func
     except Exception:  # absent, or a broken build (ABI mismatch)
         return None
-    return flash_attn_varlen_func
+    fn: VarlenFn = flash_attn_varlen_func
+    return fn
 
 
 def segment_attention_forward(
@@ -65,7 +66,7 @@ def segment_attention_forward(
     scaling: Optional[float] = None,
     sliding_window: Optional[int] = None,
     softcap: Optional[float] = None,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """AttentionInterface signature: query [1, H, T, D], key/value [1, KV, T, D] -> ([1, T, H, D], None)."""
     active = _ACTIVE.get()
@@ -89,10 +90,10 @@ def segment_attention_forward(
     return _per_segment(layout, query, key, value, scaling, window), None
 
 
-def _per_segment(layout: PackLayout, q, k, v, scaling, window) -> torch.Tensor:
-    heads, kv_heads = q.shape[1], k.shape[1]
-    gqa = {"enable_gqa": True} if heads != kv_heads else {}
-    out = q.new_empty(1, q.shape[2], heads, v.shape[-1])
+def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: Optional[float],
+                 window: Optional[int]) -> torch.Tensor:
+    gqa = q.shape[1] != k.shape[1]
+    out = q.new_empty(1, q.shape[2], q.shape[1], v.shape[-1])
     for s in layout.segments:
         q_s = q[:, :, s.start:s.end]
         if s.prefix_len:
@@ -103,21 +104,22 @@ def _per_segment(layout: PackLayout, q, k, v, scaling, window) -> torch.Tensor:
         q_len, kv_len = q_s.shape[2], k_s.shape[2]
         if s.prefix_len or (window is not None and kv_len > window):
             mask = layout.causal_mask(q_len, kv_len, window, q.device)
-            o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling, **gqa)
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling, enable_gqa=gqa)
         else:  # the fast, maskless causal kernel
-            o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, **gqa)
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, enable_gqa=gqa)
         out[0, s.start:s.end] = o[0].transpose(0, 1)
     return out
 
 
-def _varlen(fn: VarlenFn, layout: PackLayout, q, k, v, scaling, window, softcap) -> torch.Tensor:
+def _varlen(fn: VarlenFn, layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            scaling: Optional[float], window: Optional[int], softcap: Optional[float]) -> torch.Tensor:
     kv_index, cu_q, cu_k, max_q, max_k = layout.varlen_args(q.device)
     q_rows = q[0].transpose(0, 1).contiguous()  # [T, H, D]
     k_rows = k[0].transpose(0, 1)
     v_rows = v[0].transpose(0, 1)
     if kv_index is not None:  # each segment's keys: its shared prompt's rows, then its own
         k_rows, v_rows = k_rows.index_select(0, kv_index), v_rows.index_select(0, kv_index)
-    extra = {}
+    extra: dict[str, Any] = {}
     if window is not None:
         extra["window_size"] = (window - 1, 0)  # the last `window` keys, itself included
     if softcap is not None:
@@ -129,7 +131,7 @@ def _varlen(fn: VarlenFn, layout: PackLayout, q, k, v, scaling, window, softcap)
 
 # Kept out of torch.compile graphs: the segment loop depends on each pack's layout, which would
 # otherwise be traced into a new graph per pack.
-AttentionInterface.register(ATTN_NAME, torch.compiler.disable(segment_attention_forward))
+AttentionInterface.register(ATTN_NAME, torch.compiler.disable(segment_attention_forward))  # type: ignore[no-untyped-call]
 
 
 @contextlib.contextmanager
@@ -139,7 +141,7 @@ def segment_forward(model: torch.nn.Module, layout: PackLayout, varlen_fn: Optio
     Not re-entrant across threads on one model: callers serialize forwards per model (the scorer
     holds a lock), since the attention implementation is a per-model setting.
     """
-    config = model.config
+    config: Any = model.config
     previous = config._attn_implementation
     token = _ACTIVE.set(_Active(layout, varlen_fn))
     config._attn_implementation = ATTN_NAME

@@ -2,7 +2,7 @@
 
 The encoder records, per item, how many leading tokens are the prompt's own tokens, and only where
 the templated prompt is an exact prefix of the full templated conversation
-(`ChatTokenizer.shared_prompt_tokens`). Items whose prompt tokens are identical then form one
+(`ChatEncoder.shared_prompt_tokens`). Items whose prompt tokens are identical then form one
 `PackUnit`: the prompt, then each response's tail. Causal attention makes the prompt's hidden states
 independent of what follows, so each tail scores exactly as its full conversation does.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .packing import PackUnit
-from .templating import EncodedItem
+from .encoding import EncodedItem
 
 
 def build_units(

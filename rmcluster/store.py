@@ -16,20 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .atomic import atomic_output, is_temporary
 from .results import RESULT_SCHEMA
 
 STORE_SCHEMA = RESULT_SCHEMA.append(pa.field("scored_at", pa.timestamp("us", tz="UTC")))
 DATA_DIR = "data"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
-TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 KEY_DTYPE = "S16"  # 128-bit digest of (id, index)
 
 
@@ -37,7 +37,8 @@ def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     """A local path (relative is fine) or a URI such as s3://bucket/key -> (filesystem, path)."""
     if "://" not in str(uri):
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(str(uri)))
-    return pafs.FileSystem.from_uri(str(uri))
+    fs, path = pafs.FileSystem.from_uri(str(uri))
+    return fs, str(path)
 
 
 def key_digests(ids: Iterable[str], indexes: Iterable[int]) -> np.ndarray:
@@ -54,7 +55,8 @@ def contains(sorted_keys: np.ndarray, digests: np.ndarray) -> np.ndarray:
         return np.zeros(digests.size, dtype=bool)
     pos = np.searchsorted(sorted_keys, digests)
     pos[pos == sorted_keys.size] = 0
-    return sorted_keys[pos] == digests
+    found: np.ndarray = sorted_keys[pos] == digests
+    return found
 
 
 class ResultsStore:
@@ -71,7 +73,7 @@ class ResultsStore:
         info = self.fs.get_file_info(self.data_path)
         if info.type == pafs.FileType.NotFound:
             return []
-        return self.fs.get_file_info(pafs.FileSelector(self.data_path, recursive=False))
+        return list(self.fs.get_file_info(pafs.FileSelector(self.data_path, recursive=False)))
 
     def data_files(self) -> list[str]:
         """Committed data files, oldest run first (names start with the run's UTC time)."""
@@ -82,7 +84,7 @@ class ResultsStore:
 
     def remove_temp_files(self) -> int:
         """Delete temporaries that a killed writer left behind (they never counted)."""
-        stale = [f.path for f in self._list() if f.base_name.startswith(TMP_PREFIX) and f.base_name.endswith(TMP_SUFFIX)]
+        stale = [f.path for f in self._list() if is_temporary(f.base_name)]
         for path in stale:
             self.fs.delete_file(path)
         return len(stale)
@@ -90,21 +92,23 @@ class ResultsStore:
     def write_data(self, table: pa.Table, name: str) -> str:
         path = f"{self.data_path}/{name}"
         self.fs.create_dir(self.data_path, recursive=True)
-        _write_atomic(self.fs, path, lambda f: pq.write_table(table.cast(STORE_SCHEMA), f))
+        with atomic_output(self.fs, path) as f:
+            pq.write_table(table.cast(STORE_SCHEMA), f)
         return path
 
     def write_text(self, name: str, text: str) -> None:
         self.fs.create_dir(self.root, recursive=True)
-        _write_atomic(self.fs, self._path(name), lambda f: f.write(text.encode()))
+        with atomic_output(self.fs, self._path(name)) as f:
+            f.write(text.encode())
 
     def read_text(self, name: str) -> Optional[str]:
         path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:
-            return f.read().decode()
+            return str(f.read().decode())
 
-    def summary(self) -> Optional[dict]:
+    def summary(self) -> Optional[dict[str, Any]]:
         text = self.read_text(SUMMARY_FILE)
         return json.loads(text) if text is not None else None
 
@@ -161,32 +165,6 @@ class ResultsStore:
                 self.fs.delete_file(path)
                 continue
             table = pq.read_table(path, filesystem=self.fs, schema=STORE_SCHEMA).filter(pa.array(mask))
-            _write_atomic(self.fs, path, lambda f, t=table: pq.write_table(t, f))
+            with atomic_output(self.fs, path) as f:
+                pq.write_table(table, f)
         return int(all_keys.size - first.size)
-
-
-def _write_atomic(fs: pafs.FileSystem, path: str, write) -> None:
-    """Write under a hidden temporary name in the same directory, then rename over `path`.
-
-    Local files are fsynced before the rename, so the final name never points at partial data.
-    On object stores the rename is a copy of a complete object (a PUT is all-or-nothing).
-    """
-    parent, _, base = path.rpartition("/")
-    tmp = f"{parent}/{TMP_PREFIX}{base}.{os.getpid()}.{os.urandom(4).hex()}{TMP_SUFFIX}"
-    try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            with fs.open_output_stream(tmp) as f:
-                write(f)
-            fs.move(tmp, path)
-    except BaseException:
-        try:
-            fs.delete_file(tmp)
-        except (OSError, FileNotFoundError):
-            pass
-        raise

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# The columns `summarize` reads: what a caller loads from a results store or file for it.
+SUMMARY_COLUMNS = ["id", "index", "label", "score", "num_tokens", "truncated", "error"]
 
 
-def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict:
+def throughput(tokens: int, wall_seconds: float) -> dict[str, Any]:
+    """What one run did per second: the last run's figures, apart from the store's totals."""
+    return {"wall_seconds": round(wall_seconds, 3),
+            "tokens_per_s": round(tokens / wall_seconds, 1) if wall_seconds > 0 else None}
+
+
+def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict[str, Any]:
+    """Counts and score statistics over rows; with `wall_seconds`, also the throughput of making them."""
     ok = table.filter(pc.is_null(table["error"]))
     scores = ok["score"]
     tokens = pc.sum(ok["num_tokens"]).as_py() or 0
-    out: dict = {
+    out: dict[str, Any] = {
         "records": pc.count_distinct(table["id"]).as_py(),
         "items": table.num_rows,
         "scored": ok.num_rows,
@@ -24,8 +33,7 @@ def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict:
         "tokens": tokens,
     }
     if wall_seconds is not None:
-        out["wall_seconds"] = round(wall_seconds, 3)
-        out["tokens_per_s"] = round(tokens / wall_seconds, 1) if wall_seconds > 0 else None
+        out.update(throughput(tokens, wall_seconds))
     if ok.num_rows:
         out["score_mean"] = pc.mean(scores).as_py()
         out["score_std"] = pc.stddev(scores, ddof=1).as_py() if ok.num_rows > 1 else 0.0
@@ -46,7 +54,7 @@ def pair_margins(table: pa.Table) -> pa.Table:
     return pairs.append_column("margin", pc.subtract(pairs["chosen"], pairs["rejected"]))
 
 
-def pair_stats(ok: pa.Table) -> dict:
+def pair_stats(ok: pa.Table) -> dict[str, Any]:
     pairs = pair_margins(ok)
     if pairs.num_rows == 0:
         return {}
@@ -58,7 +66,7 @@ def pair_stats(ok: pa.Table) -> dict:
     }
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict[str, Any]) -> str:
     """A two-column table for the terminal."""
     lines = []
     for key, value in summary.items():
@@ -68,7 +76,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
+def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)

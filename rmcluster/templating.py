@@ -6,29 +6,13 @@ text is tokenized with `add_special_tokens=False`, because the template already 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from .encoding import EncodedItem, Encoder, ItemError
 from .records import ScoreItem
 
-
-class ItemError(ValueError):
-    """This item cannot be scored (too long, empty, untemplatable); other items are unaffected."""
-
-
-@dataclass
-class EncodedItem:
-    """Token ids ready for a forward pass."""
-
-    input_ids: list[int]
-    truncated: bool = False
-    # Leading tokens that are the templated prompt alone, verified to be an exact prefix of
-    # input_ids (0: none). Items with identical prompt tokens can share one prompt computation.
-    prompt_tokens: int = 0
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.input_ids)
+if TYPE_CHECKING:
+    from .config import RMConfig
 
 
 def _id_list(out: Any) -> list[int]:
@@ -50,7 +34,7 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-class ChatTokenizer:
+class ChatEncoder(Encoder):
     """Templating, tokenization and the truncation policy for one tokenizer."""
 
     def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True):
@@ -59,15 +43,28 @@ class ChatTokenizer:
         self.on_overflow = on_overflow
         self.share_prompts = share_prompts
         # The responses of one record arrive one after another: template their prompt once.
-        self._last_prompt: tuple[Optional[tuple], list[list[int]]] = (None, [])
+        self._last_prompt: tuple[Any, list[list[int]]] = (None, [])
         self.bos_id: Optional[int] = tokenizer.bos_token_id
+        self._adds_bos = _adds_bos(tokenizer)
         if getattr(tokenizer, "chat_template", None) is None:
-            self._no_template = "this tokenizer has no chat template; send already-templated {'text': ...} records"
+            self._no_template: Optional[str] = ("this tokenizer has no chat template; send already-templated "
+                                                "{'text': ...} records")
         else:
             self._no_template = None
 
+    @classmethod
+    def from_config(cls, config: "RMConfig") -> "ChatEncoder":
+        """The model's tokenizer and context length, read from its files (no weights, no torch)."""
+        from .checkpoint import load_tokenizer, max_positions, model_config, resolve_model_path
+
+        m, tok = config.model, config.tokenization
+        path = resolve_model_path(m.name)
+        max_length = tok.max_length or max_positions(model_config(path, m.revision))
+        tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
+        return cls(tokenizer, max_length, tok.on_overflow, config.batching.shared_prompt != "off")
+
     # -- tokenization -------------------------------------------------------------------------
-    def conversation_ids(self, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    def conversation_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
         if self._no_template:
             raise ItemError(self._no_template)
         out = self.tokenizer.apply_chat_template(
@@ -75,8 +72,13 @@ class ChatTokenizer:
         )
         return self._single_bos(_id_list(out))
 
-    def text_ids(self, text: str) -> list[int]:
-        return self._single_bos(list(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+    def text_ids(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Templated text's ids. `add_special_tokens` (vLLM's /classify default) puts the tokenizer's
+        BOS in front, as a plain tokenizer call would; a text that already starts with BOS keeps one."""
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if add_special_tokens and self._adds_bos and self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        return self._single_bos(ids)
 
     def _single_bos(self, ids: list[int]) -> list[int]:
         # A template that emits BOS plus a tokenizer that adds one gives [BOS, BOS, ...]; the
@@ -99,7 +101,7 @@ class ChatTokenizer:
     # -- items ---------------------------------------------------------------------------------
     def encode(self, item: ScoreItem) -> EncodedItem:
         if item.text is not None:
-            ids = self.text_ids(item.text)
+            ids = self.text_ids(item.text, item.add_special_tokens)
         elif item.messages is not None:
             ids = self.conversation_ids(item.messages)
         else:
@@ -151,3 +153,13 @@ class ChatTokenizer:
                 f"max_length {self.max_length}; truncate_left never cuts the final message"
             )
         return head + ids[len(ids) - tail_room :]
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether a plain `tokenizer(text)` call puts BOS in front (Llama-3 does; Qwen does not)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    return bool(with_special[:1] == [bos] and plain[:1] != [bos])

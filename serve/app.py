@@ -32,7 +32,8 @@ def build_app(args: ServeArgs) -> Application:
              model_options, INGRESS_DEPLOYMENT, ingress_options)
     model = serve.deployment(RewardModelServer, name=MODEL_DEPLOYMENT, **model_options)
     ingress = serve.deployment(serve.ingress()(RewardIngress), name=INGRESS_DEPLOYMENT, **ingress_options)
-    # Batching reaches the replicas only through user_config: with it out of the constructor
-    # arguments, a batching change is a lightweight reconfigure, not a replica restart.
-    rm = args.rm.model_copy(update={"batching": BatchingConfig()})
-    return ingress.bind(model.bind(rm), rm, args.ingress)
+    # Batching reaches the model replicas only through user_config: with it out of their constructor
+    # arguments, a batching change is a lightweight reconfigure, not a replica restart. The ingress
+    # encodes with the user's config as given (shared_prompt: off means no prompt templating there).
+    model_rm = args.rm.model_copy(update={"batching": BatchingConfig()})
+    return ingress.bind(model.bind(model_rm), args.rm, args.ingress)

@@ -72,24 +72,24 @@ class DeploymentArgs(StrictModel):
         }
 
 
-class BatchTuning(BatchingConfig):
-    """The model deployment's `user_config`: batch shape, changeable at runtime without a restart.
-
-    `max_batch_tokens` is both the Serve batch queue's budget (real tokens of the merged requests)
-    and the engine's per-forward budget (padded tokens); `max_batch_size` caps items per forward.
-    """
-
-    batch_wait_timeout_s: float = Field(
-        DEFAULT_BATCH_WAIT_S, ge=0, description="Wait for more requests after a batch's first one."
-    )
-
-
 class ModelServerArgs(DeploymentArgs):
     """The deployment that holds the model. Batch shape is runtime-tunable through `user_config`."""
 
     batch_wait_timeout_s: float = Field(
         DEFAULT_BATCH_WAIT_S, ge=0, description="How long a batch waits for more requests after its first one arrives."
     )
+
+
+class BatchTuning(StrictModel):
+    """The model deployment's `user_config`: batch shape, changeable at runtime without a restart.
+
+    `batching.max_batch_tokens` is both the Serve batch queue's budget (real tokens of the merged
+    requests) and the engine's per-forward budget; `max_batch_size` caps items per forward. Both
+    fields are required: their defaults live in `BatchingConfig` and `ModelServerArgs`.
+    """
+
+    batching: BatchingConfig
+    batch_wait_timeout_s: float = Field(ge=0)
 
 
 class IngressArgs(DeploymentArgs):
@@ -125,4 +125,4 @@ class ServeArgs(StrictModel):
 
     def batch_tuning(self) -> BatchTuning:
         """The model deployment's initial user_config, from `rm.batching` and the batch wait."""
-        return BatchTuning(**self.rm.batching.model_dump(), batch_wait_timeout_s=self.model_server.batch_wait_timeout_s)
+        return BatchTuning(batching=self.rm.batching, batch_wait_timeout_s=self.model_server.batch_wait_timeout_s)

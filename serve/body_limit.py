@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from fastapi.responses import JSONResponse
-
-from rmcluster.protocol import ErrorBody, ErrorResponse
+from .errors import error_json
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -54,6 +52,5 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
-        error = ErrorBody(message=f"request body is over {self.max_bytes} bytes ({size} so far)",
-                          type="request_too_large", code=413)
-        await JSONResponse(ErrorResponse(error=error).model_dump(), status_code=413)(scope, receive, send)
+        response = error_json(413, "request_too_large", f"request body is over {self.max_bytes} bytes ({size} so far)")
+        await response(scope, receive, send)

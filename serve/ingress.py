@@ -13,10 +13,10 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from rmcluster.config import RMConfig
-from rmcluster.engine import ScoreResult
+from rmcluster.encoding import EncodedItem
+from rmcluster.outputs import ScoreResult
 from rmcluster.protocol import ServiceOverloadedError
 from rmcluster.scorers import build_encoder
-from rmcluster.templating import EncodedItem
 
 from .args import IngressArgs
 from .metrics import IngressMetrics
@@ -67,6 +67,3 @@ class RewardIngress:
     async def health(self) -> None:
         """Raises unless a model replica answers."""
         await self._model.info.remote()
-
-    async def model_info(self) -> dict:
-        return await self._model.info.remote()

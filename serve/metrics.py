@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ray.serve import metrics
 
-from rmcluster.engine import BatchStats
+from rmcluster.outputs import BatchStats
 
 _POW2_ITEMS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 _POW2_TOKENS = [2.0**k for k in range(5, 18)]  # 32 .. 131072

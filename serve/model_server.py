@@ -19,9 +19,10 @@ from typing import Sequence
 
 from ray import serve
 
-from rmcluster.config import BatchingConfig, RMConfig
-from rmcluster.engine import BatchStats, ScoreResult, ScoringEngine
-from rmcluster.templating import EncodedItem
+from rmcluster.config import RMConfig
+from rmcluster.encoding import EncodedItem
+from rmcluster.engine import ScoringEngine
+from rmcluster.outputs import BatchStats, ScoreResult
 
 from .args import BatchTuning
 from .metrics import ModelServerMetrics
@@ -73,9 +74,9 @@ class RewardModelServer:
                  self.engine.scorer.device_type, self.engine.max_batch_tokens)
 
     def reconfigure(self, user_config: dict) -> None:
-        tuning = self._tuning = BatchTuning.model_validate(user_config or {})
+        tuning = self._tuning = BatchTuning.model_validate(user_config)
         # Every batching field (budget, item cap, packing, shared_prompt); the engine reads it per call.
-        self.engine.batching = BatchingConfig.model_validate(tuning.model_dump(exclude={"batch_wait_timeout_s"}))
+        self.engine.batching = tuning.batching
         self._batched.set_max_batch_size(self.engine.max_batch_tokens)
         self._batched.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
         log.info("batch tuning: %s (token budget %d)", tuning.model_dump(), self.engine.max_batch_tokens)

@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse
 
 from rmcluster import __version__
 from rmcluster.protocol import (
-    ClassifyRequest, ClassifyResponse, ErrorBody, ErrorResponse, GetRewardRequest, GetRewardResponse,
-    HealthResponse, ModelCard, ModelList, ScoreRequest, ScoreResponse, ScoringError, ServiceOverloadedError,
-    invalid_input_at,
+    ClassifyRequest, ClassifyResponse, ErrorResponse, GetRewardRequest, GetRewardResponse, HealthResponse,
+    ModelCard, ModelList, ScoreRequest, ScoreResponse, ScoringError, invalid_input_at,
 )
 
 from .body_limit import BodySizeLimit
+from .errors import error_json, scoring_error_json
 from .serving import ScoringService
 
 log = logging.getLogger("ray.serve")
@@ -34,8 +34,10 @@ _ERRORS = {
 }
 
 
-def build_router(service: ScoringService, *, max_body_bytes: int,
-                 health: Callable[[], Awaitable[None]], health_timeout_s: float = 10.0) -> FastAPI:
+HEALTH_TIMEOUT_S = 10.0
+
+
+def build_router(service: ScoringService, *, max_body_bytes: int, health: Callable[[], Awaitable[None]]) -> FastAPI:
     app = FastAPI(
         title="rmcluster reward model",
         version=__version__,
@@ -63,38 +65,28 @@ def build_router(service: ScoringService, *, max_body_bytes: int,
         return ModelList(data=[ModelCard(id=service.model_name, max_model_len=service.max_length)])
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
-    async def healthz():
+    async def healthz() -> HealthResponse | JSONResponse:
         """200 when a model replica answers within the timeout, else 503."""
         try:
-            await asyncio.wait_for(health(), timeout=health_timeout_s)
+            await asyncio.wait_for(health(), timeout=HEALTH_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - any failure means not healthy
-            body = ErrorBody(message=f"model replicas not answering: {type(err).__name__}: {err}",
-                             type="unavailable", code=503)
-            return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=503)
+            return error_json(503, "unavailable", f"model replicas not answering: {type(err).__name__}: {err}")
         return HealthResponse(model=service.model_name)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         worst = max(errors, key=lambda e: len(e.get("loc", ())))
-        return _error_response(invalid_input_at(tuple(worst.get("loc", ())), worst.get("msg", "invalid"),
-                                                len(errors)))
+        return scoring_error_json(invalid_input_at(tuple(worst.get("loc", ())), worst.get("msg", "invalid"),
+                                                   len(errors)))
 
     @app.exception_handler(ScoringError)
     async def _scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
-        return _error_response(exc)
+        return scoring_error_json(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("request failed")
-        body = ErrorBody(message=f"{type(exc).__name__}: {exc}", type="internal_error", code=500)
-        return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=500)
+        return error_json(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
     return app
-
-
-def _error_response(exc: ScoringError) -> JSONResponse:
-    headers = None
-    if isinstance(exc, ServiceOverloadedError):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-    return JSONResponse(exc.to_response().model_dump(), status_code=exc.status_code, headers=headers)

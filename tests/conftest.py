@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Before anything imports rmcluster or ray: hermetic cache, no hub, no telemetry, and Ray workers
 # that can import the repo's top-level packages (serve/, jobs/).
 os.environ.setdefault("RMCLUSTER_CACHE_DIR", tempfile.mkdtemp(prefix="rmcluster-test-cache-"))
+# Remote-code checkpoints' modules are copied here on load; keep them out of the user's HF cache.
+os.environ.setdefault("HF_MODULES_CACHE", os.path.join(os.environ["RMCLUSTER_CACHE_DIR"], "hf-modules"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -1,40 +1,21 @@
-"""The scorer contract. The engine batches; a scorer encodes items and runs forward passes.
+"""The scorer contract. The engine plans batches and calls `forward`; what a forward returns is the scorer's.
 
-Sequence classifiers are the first implementation. Custom classifiers (trust_remote_code heads such
-as ArmoRM) and generative judges implement the same three methods with their own templating and
-forward, and the batching engine stays as it is.
+A scorer holds a model and the `Encoder` that makes its inputs (the same encoder the weight-free
+stages build, so tokens are identical wherever they are made). `forward` returns one typed
+`ScoreOutput` per item: the reward, plus the named `values` the scorer declares at load in
+`output_names`, and per-step scores for process reward models. The engine never looks inside.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Sequence
 
-from ..records import ScoreItem
-from ..templating import EncodedItem
+from ..encoding import EncodedItem, Encoder
+from ..outputs import ScoreOutput
 
 if TYPE_CHECKING:
     from ..packing import PackUnit
-
-
-class ItemEncoder(Protocol):
-    """Templating + tokenization + truncation, without model weights (runs on CPU anywhere)."""
-
-    def encode(self, item: ScoreItem) -> EncodedItem: ...
-
-
-Encoded = Union[EncodedItem, Exception]
-
-
-def encode_each(encoder: ItemEncoder, items: Sequence[ScoreItem]) -> list[Encoded]:
-    """Encode every item; a failure comes back as its exception, in place: it belongs to that item alone."""
-    out: list[Encoded] = []
-    for item in items:
-        try:
-            out.append(encoder.encode(item))
-        except Exception as err:  # noqa: BLE001 - any failure is this item's error, never the batch's
-            out.append(err)
-    return out
 
 
 class Scorer(ABC):
@@ -42,21 +23,24 @@ class Scorer(ABC):
     model_name: str
     #: Device type the forward passes run on ("cpu", "cuda"); picks the default token budget.
     device_type: str
-    #: Longest item accepted, in tokens.
-    max_length: int
+    #: Templating and tokenization for this model.
+    encoder: Encoder
+    #: Names of `ScoreOutput.values`, fixed at load (empty: the scorer gives no named values).
+    output_names: tuple[str, ...] = ()
     #: Whether `forward_packed` works for this model (scorers that implement it check at load).
     supports_packing: bool = False
 
-    @abstractmethod
-    def encode(self, item: ScoreItem) -> EncodedItem:
-        """Template and tokenize one item; raise `ItemError` when it cannot be scored."""
+    @property
+    def max_length(self) -> int:
+        """Longest item accepted, in tokens (the encoder's limit)."""
+        return self.encoder.max_length
 
     @abstractmethod
-    def forward(self, batch: Sequence[EncodedItem]) -> list[list[float]]:
-        """Logits (all labels) for each item of one batch, in batch order."""
+    def forward(self, batch: Sequence[EncodedItem]) -> list[ScoreOutput]:
+        """One output per item of one batch, in batch order."""
 
-    def forward_packed(self, units: Sequence["PackUnit"]) -> list[list[float]]:
-        """Logits for each tail of each unit, in order, from one padding-free packed row.
+    def forward_packed(self, units: Sequence["PackUnit"]) -> list[ScoreOutput]:
+        """One output per tail of each unit, in order, from one padding-free packed row.
 
         Optional: the engine calls it only where `supports_packing` is true.
         """

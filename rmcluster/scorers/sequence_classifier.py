@@ -18,28 +18,21 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
-from ..model_loading import max_positions
+from ..encoding import EncodedItem
+from ..outputs import ScoreOutput
 from ..packing import PackLayout, PackUnit
-from ..records import ScoreItem
-from ..templating import ChatTokenizer, EncodedItem
+from ..templating import ChatEncoder
 from .base import Scorer
 
 if TYPE_CHECKING:
     from ..config import RMConfig
+    from ..segment_attention import VarlenFn
 
 log = logging.getLogger(__name__)
 
+
 class SequenceClassifierScorer(Scorer):
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        model_name: str,
-        max_length: Optional[int] = None,
-        on_overflow: str = "error",
-        share_prompts: bool = True,
-        compile: bool = False,
-    ):
+    def __init__(self, model: Any, encoder: ChatEncoder, model_name: str, compile: bool = False):
         head = getattr(model, "score", None)
         if not isinstance(head, torch.nn.Module):
             raise ValueError(
@@ -50,12 +43,13 @@ class SequenceClassifierScorer(Scorer):
         self.backbone = model.base_model
         self.head = head
         self.model_name = model_name
+        self.encoder = encoder
         self.input_device = model.get_input_embeddings().weight.device
         self.device_type = self.input_device.type
-        self.max_length = max_length or max_positions(model.config)
-        self.chat = ChatTokenizer(tokenizer, self.max_length, on_overflow, share_prompts)
+        self.output_names = _label_names(model.config)
         # Any in-vocabulary id works as filler: pads are never attended (causal) or are masked.
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = encoder.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else 0
         # Packed forwards switch the model's attention implementation for their duration.
         self._forward_lock = threading.RLock()
         self.varlen_fn = self._varlen_kernel()
@@ -74,28 +68,18 @@ class SequenceClassifierScorer(Scorer):
                  "flash-attn varlen" if self.varlen_fn else "sdpa per segment")
 
     @classmethod
-    def from_config(cls, config: "RMConfig") -> "SequenceClassifierScorer":
+    def from_config(cls, config: "RMConfig", encoder: ChatEncoder) -> "SequenceClassifierScorer":
         from ..model_loading import load_sequence_classifier
 
-        model, tokenizer, _ = load_sequence_classifier(config.model)
-        tok = config.tokenization
-        share = config.batching.shared_prompt != "off"
-        return cls(model, tokenizer, config.model.name, tok.max_length, tok.on_overflow, share, config.model.compile)
-
-    @staticmethod
-    def encoder_from_config(config: "RMConfig") -> ChatTokenizer:
-        """The same encoding without the weights, for tokenizing outside the model replica."""
-        from ..model_loading import load_model_config, load_tokenizer
-
-        tok = config.tokenization
-        max_length = tok.max_length or max_positions(load_model_config(config.model))
-        share = config.batching.shared_prompt != "off"
-        return ChatTokenizer(load_tokenizer(config.model), max_length, tok.on_overflow, share)
+        model, _ = load_sequence_classifier(config.model)
+        return cls(model, encoder, config.model.name, config.model.compile)
 
     def _hidden(self, ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
         with self._forward_lock:
-            return self.backbone(input_ids=ids.to(self.input_device), use_cache=False, **kwargs).last_hidden_state
+            hidden: torch.Tensor = self.backbone(input_ids=ids.to(self.input_device), use_cache=False,
+                                                 **kwargs).last_hidden_state
+            return hidden
 
     def _packed_hidden(self, layout: PackLayout) -> torch.Tensor:
         """Final hidden states [T, hidden] of a packed row; `use_cache=False`, or a cache object would
@@ -104,9 +88,10 @@ class SequenceClassifierScorer(Scorer):
 
         with self._forward_lock, segment_forward(self.model, layout, self.varlen_fn):
             out = self.packed_backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False)
-        return out.last_hidden_state[0]
+        hidden: torch.Tensor = out.last_hidden_state[0]
+        return hidden
 
-    def _varlen_kernel(self):
+    def _varlen_kernel(self) -> Optional[VarlenFn]:
         """flash-attn's varlen kernel for flash_attention_2 models on CUDA; None means sdpa per segment."""
         from ..segment_attention import flash_varlen_fn
 
@@ -123,7 +108,7 @@ class SequenceClassifierScorer(Scorer):
         full = self._hidden(ids)[0, 15].float()
         prefix = self._hidden(ids[:, :16])[0, 15].float()
         rel = ((full - prefix).abs().max() / prefix.abs().max().clamp_min(1e-6)).item()
-        return rel < self._probe_tolerance()
+        return bool(rel < self._probe_tolerance())
 
     def _probe_tolerance(self) -> float:
         return 1e-3 if self.model.dtype == torch.float32 else 3e-2
@@ -148,13 +133,10 @@ class SequenceClassifierScorer(Scorer):
         if rel >= self._probe_tolerance():
             log.warning("%s: packed hidden states differ from per-sequence ones (rel %.1e); packing off",
                         self.model_name, rel)
-        return rel < self._probe_tolerance()
-
-    def encode(self, item: ScoreItem) -> EncodedItem:
-        return self.chat.encode(item)
+        return bool(rel < self._probe_tolerance())
 
     @torch.inference_mode()
-    def forward(self, batch: Sequence[EncodedItem]) -> list[list[float]]:
+    def forward(self, batch: Sequence[EncodedItem]) -> list[ScoreOutput]:
         lengths = [e.num_tokens for e in batch]
         width = max(lengths)
         ids = torch.tensor([e.input_ids + [self.pad_id] * (width - e.num_tokens) for e in batch])
@@ -165,14 +147,31 @@ class SequenceClassifierScorer(Scorer):
         hidden = self._hidden(ids, mask)
         rows = torch.arange(len(batch), device=hidden.device)
         last = torch.tensor(lengths, device=hidden.device) - 1
-        return self.head(hidden[rows, last]).float().cpu().tolist()
+        return self._outputs(hidden[rows, last])
 
     @torch.inference_mode()
-    def forward_packed(self, units: Sequence[PackUnit]) -> list[list[float]]:
+    def forward_packed(self, units: Sequence[PackUnit]) -> list[ScoreOutput]:
         layout = PackLayout(units, self.input_device)
         hidden = self._packed_hidden(layout)
-        return self.head(hidden[layout.last_positions.to(hidden.device)]).float().cpu().tolist()
+        return self._outputs(hidden[layout.last_positions.to(hidden.device)])
+
+    def _outputs(self, pooled: torch.Tensor) -> list[ScoreOutput]:
+        """The head on each item's last hidden state: score = logit 0, every label's logit, named."""
+        out = []
+        for logits in self.head(pooled).float().cpu().tolist():
+            values = dict(zip(self.output_names, logits)) if self.output_names else None
+            out.append(ScoreOutput(logits[0], values=values, logits=logits))
+        return out
 
     def health(self) -> None:
         if self.device_type == "cuda":
             torch.cuda.synchronize(self.input_device)
+
+
+def _label_names(config: Any) -> tuple[str, ...]:
+    """Names of the labels of a multi-label head, from `id2label`; none for a one-label reward head."""
+    labels = int(getattr(config, "num_labels", 1) or 1)
+    if labels < 2:
+        return ()
+    id2label = getattr(config, "id2label", None) or {}
+    return tuple(str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(labels))

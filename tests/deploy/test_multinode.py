@@ -173,8 +173,8 @@ def test_corpus_job_scores_on_the_worker_and_is_complete(cluster, corpus, expect
     assert "succeeded" in out.stdout + out.stderr
     _assert_complete(tmp_path / "results", expected)
     nodes, actors = _cluster_state(env)
-    _assert_on_workers_only(nodes, actors, "MapWorker(MapBatches(Scorer))")
-    _assert_on_workers_only(nodes, actors, "MapWorker(MapBatches(Tokenizer))")
+    _assert_on_workers_only(nodes, actors, "MapWorker(MapBatches(ScoreStage))")
+    _assert_on_workers_only(nodes, actors, "MapWorker(MapBatches(EncodeStage))")
 
 
 def test_corpus_job_through_the_deployed_serve_app(cluster, corpus, expected, tmp_path):

@@ -48,3 +48,64 @@ def test_invalid_settings_are_rejected():
         parse(["--input", "i", "--output", "o", "--min-actors", "3", "--max-actors", "2"])
     with pytest.raises(ValidationError):
         parse(["--input", "i", "--output", "o", "--max-error-rate", "1.5"])
+
+
+# Every YAML shape the docs show for the scoring section (jobs/config.py, the README), as a mapping.
+SCORING_SHAPES = {
+    "shorthand": "scoring: {model: Skywork/x, tokenization: {max_length: 4096}}\n",
+    "mapping": "scoring:\n  model: {name: Skywork/x, dtype: bfloat16}\n  batching: {max_batch_size: 8}\n",
+    "empty": "scoring:\n",
+    "absent": "",
+}
+FLAG_SETS = {
+    "none": [],
+    "model": ["--model", "demo"],
+    "model setting": ["--dtype", "float32"],
+    "other sections": ["--max-length", "77", "--max-batch-tokens", "9"],
+}
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS.values(), ids=FLAG_SETS.keys())
+@pytest.mark.parametrize("shape", SCORING_SHAPES.values(), ids=SCORING_SHAPES.keys())
+def test_every_documented_yaml_shape_takes_every_flag(tmp_path, shape, flags):
+    path = tmp_path / "job.yaml"
+    path.write_text("input: corpus/\noutput: results/\n" + shape)
+    yaml_only = parse(["--config", str(path)]).scoring
+    cfg = parse(["--config", str(path), *flags]).scoring
+    want = yaml_only.model_dump()
+    for flag, value in zip(flags[::2], flags[1::2]):
+        section, key = {"--model": ("model", "name"), "--dtype": ("model", "dtype"),
+                        "--max-length": ("tokenization", "max_length"),
+                        "--max-batch-tokens": ("batching", "max_batch_tokens")}[flag]
+        want[section][key] = int(value) if value.isdigit() else value
+    assert cfg.model_dump() == want  # the flags win, and everything YAML said is kept
+
+
+def test_a_bad_section_exits_2_naming_the_key(tmp_path, capsys):
+    from jobs.score_corpus import main
+
+    path = tmp_path / "job.yaml"
+    path.write_text("input: corpus/\noutput: results/\nscoring: 5\n")
+    assert main(["--config", str(path), "--model", "demo"]) == 2
+    assert "scoring" in capsys.readouterr().err
+
+
+def test_the_documented_yaml_with_a_model_flag_runs_through_the_real_cli(ray_cluster, demo_dir, tmp_path):
+    """The crash of issue 10: `scoring: {model: <name>}` YAML plus --model on the command line."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.jobs.conftest import REPO, job_env
+
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text(json.dumps({"id": "p", "prompt": "2+2?", "chosen": "4", "rejected": "5"}) + "\n")
+    config = tmp_path / "job.yaml"
+    config.write_text(f"input: {corpus}\noutput: {tmp_path / 'store'}\n"
+                      "scoring: {model: Skywork/not-here, tokenization: {max_length: 256}}\n")
+    address = ray_cluster.get_runtime_context().gcs_address  # join the session's cluster: no second Ray
+    done = subprocess.run([sys.executable, "-m", "jobs.score_corpus", "--config", str(config), "--model", str(demo_dir)],
+                          cwd=REPO, env=job_env(RAY_ADDRESS=address), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "store" / "summary.json").read_text())
+    assert (summary["scored"], summary["model"]) == (2, str(demo_dir))

@@ -1,4 +1,4 @@
-"""The job's map stages called directly (no Ray): tokenizer output carries everything the scorer needs."""
+"""The job's map stages called directly (no Ray): planned records carry everything the score stage needs."""
 
 import json
 
@@ -7,15 +7,17 @@ import pyarrow as pa
 import pytest
 
 from jobs.inputs import LINE_SCHEMA
-from jobs.stages import Scorer, Tokenizer
+from jobs.stages import PLANNED_SCHEMA, EncodeStage, ScoreStage
 from rmcluster.config import RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.pipeline import score_records
+from rmcluster.store import key_digests
 
 RECORDS = [
     {"id": "bon", "prompt": "pick a number between one and ten", "responses": ["seven", "three", "ten apples"]},
     {"id": "pair", "prompt": "2+2?", "chosen": "4", "rejected": "5"},
     {"id": "chat", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+    {"id": "bad", "prompt": "no responses"},
 ]
 
 
@@ -26,21 +28,27 @@ def _lines(records):
     )
 
 
-def test_shared_prompt_prefix_travels_from_tokenizer_to_scorer(demo_dir):
+def test_shared_prompt_prefix_travels_from_encode_to_score_stage(demo_dir):
     config = RMConfig(model={"name": str(demo_dir)})
-    encoded = Tokenizer(config, np.empty(0, dtype="S16"))(_lines(RECORDS))
-    prompt_tokens = encoded["prompt_tokens"].to_pylist()
+    planned = EncodeStage(config, np.empty(0, dtype="S16"))(_lines(RECORDS))
+    assert planned.schema.equals(PLANNED_SCHEMA) and planned.num_rows == len(RECORDS)  # one row per record
+    prompt_tokens = [u["prompt_tokens"] for units in planned["encoded"].to_pylist() for u in units]
     # Every response of the best-of-N and pair records has a verified prompt prefix; a one-turn chat does too.
-    assert all(p and p > 0 for p in prompt_tokens[:5])
+    assert len(prompt_tokens) == 6 and all(p > 0 for p in prompt_tokens)
 
-    scorer = Scorer(config)
+    stage = ScoreStage(config)
     seen = []
-    real = scorer.engine.score_encoded
-    scorer.engine.score_encoded = lambda items, *a, **k: seen.extend(items) or real(items, *a, **k)
-    rows = scorer(encoded).to_pylist()
+    real = stage.engine.score_encoded
+    stage.engine.score_encoded = lambda items, *a, **k: seen.extend(items) or real(items, *a, **k)
+    rows = stage(planned).drop_columns(["scored_at"]).to_pylist()
     assert [e.prompt_tokens for e in seen] == prompt_tokens
 
     expected = score_records(ScoringEngine.from_config(config), RECORDS)
-    assert [(r["id"], r["index"]) for r in rows] == [(r["id"], r["index"]) for r in expected]
-    for got, want in zip(rows, expected):
-        assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+    assert rows == expected  # the same rows, error row included, as rmcluster score makes them
+
+
+def test_encode_stage_skips_records_already_stored(demo_dir):
+    config = RMConfig(model={"name": str(demo_dir)})
+    done = np.unique(key_digests(["pair", "pair", "bon"], [0, 1, 0]))  # the pair whole, the best-of-N in part
+    planned = EncodeStage(config, done)(_lines(RECORDS))
+    assert planned["id"].to_pylist() == ["bon", "chat", "bad"]  # a partly stored record is scored again whole

@@ -3,7 +3,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rmcluster.batching import padding_efficiency, plan_batches
+from rmcluster.batching import plan_batches
 
 
 @given(
@@ -24,7 +24,3 @@ def test_plan_is_length_sorted_longest_first():
     lengths = [random.Random(0).randint(1, 500) for _ in range(100)]
     flat = [lengths[i] for b in plan_batches(lengths, 2048, 16) for i in b]
     assert flat == sorted(lengths, reverse=True)
-
-
-def test_padding_efficiency_by_hand():
-    assert padding_efficiency([4, 2, 2], [[0, 1], [2]]) == 8 / (2 * 4 + 2)

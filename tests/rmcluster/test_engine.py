@@ -6,6 +6,7 @@ from rmcluster.config import BatchingConfig, RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.records import ScoreItem, conversation_items
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer
+from rmcluster.templating import ChatEncoder
 from tests.conversations import varied_conversations
 from tests.reference import ReferenceLoop
 
@@ -54,13 +55,13 @@ class _PoisonScorer(SequenceClassifierScorer):
 @pytest.mark.parametrize("packing", ["on", "off"])
 def test_failing_item_in_forward_does_not_fail_its_batch(engine, demo_dir, packing):
     scorer = engine.scorer
-    poisoned = _PoisonScorer(scorer.model, scorer.chat.tokenizer, "demo", 300)
+    poisoned = _PoisonScorer(scorer.model, scorer.encoder, "demo")
     batching = BatchingConfig(packing=packing)
     convs = [[{"role": "user", "content": f"count {i} apples"}] for i in range(33)]
     good = ScoringEngine(scorer, batching).score_items(conversation_items(convs))
-    encoded = poisoned.encode(ScoreItem.conversation("0", convs[5]))
+    encoded = poisoned.encoder.encode(ScoreItem.conversation("0", convs[5]))
     poisoned.poison = encoded.input_ids[-3]  # a token that only item 5 has
-    assert sum(poisoned.poison in poisoned.encode(item).input_ids for item in conversation_items(convs)) == 1
+    assert sum(poisoned.poison in poisoned.encoder.encode(item).input_ids for item in conversation_items(convs)) == 1
     stats = []
     results = ScoringEngine(poisoned, batching).score_items(conversation_items(convs), stats.append)
     assert max(s.items for s in stats) > 8  # the poisoned item really shared a batch before being isolated
@@ -82,18 +83,18 @@ def test_non_sequence_classifier_is_refused_clearly(demo_dir):
 
     lm = AutoModelForCausalLM.from_pretrained(demo_dir)
     with pytest.raises(ValueError, match="no per-token `score` head"):
-        SequenceClassifierScorer(lm, AutoTokenizer.from_pretrained(demo_dir), "lm")
+        SequenceClassifierScorer(lm, ChatEncoder(AutoTokenizer.from_pretrained(demo_dir), 300), "lm")
 
 
 def test_weight_free_encoder_encodes_like_the_scorer(engine):
     from rmcluster.scorers import build_encoder
 
-    encoder = build_encoder(RMConfig(model={"name": engine.scorer.chat.tokenizer.name_or_path},
+    encoder = build_encoder(RMConfig(model={"name": engine.scorer.encoder.tokenizer.name_or_path},
                                      tokenization={"max_length": 300}))
     for i, conv in enumerate(varied_conversations(20, seed=5)):
         item = ScoreItem.conversation(str(i), conv)
         try:
-            expected = engine.scorer.encode(item)
+            expected = engine.scorer.encoder.encode(item)
         except ValueError as err:
             with pytest.raises(type(err)):
                 encoder.encode(item)

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from rmcluster.config import RMConfig
+from rmcluster.encoding import EncodeFailure
 from rmcluster.engine import ScoringEngine
 from rmcluster.records import items_from_raw
 from rmcluster.scorers import build_encoder
@@ -145,7 +146,7 @@ def test_truncated_items_do_not_share_and_still_match(demo_dir, items):
     results = engine.score_encoded(encoded)
     checked = 0
     for it, e, r in zip(items, encoded, results):
-        if isinstance(e, Exception) or not e.truncated:
+        if isinstance(e, EncodeFailure) or not e.truncated:
             continue
         assert e.prompt_tokens == 0
         full = ref.ids(it.messages)[0].tolist()
@@ -186,7 +187,7 @@ def test_a_group_stays_whole_up_to_max_length_even_over_the_budget(demo_dir, ite
     already runs for one long item (max_length)."""
     engine = _engine(demo_dir, max_batch_tokens=600, tokenization={"max_length": 3000})
     encoded = engine.encode(items)
-    units = engine.pack_units(encoded, range(len(encoded)))
+    units = engine.pack_units(encoded)
     shared = [u for u in units if u.prompt]
     assert any(u.num_tokens > 600 for u in shared) and all(u.num_tokens <= 3000 for u in shared)
 
@@ -204,11 +205,11 @@ class _PoisonScorer(SequenceClassifierScorer):
 
 def test_failing_response_fails_alone_within_its_shared_group(demo_dir):
     base = _engine(demo_dir)
-    poisoned = _PoisonScorer(base.scorer.model, base.scorer.chat.tokenizer, "demo")
+    poisoned = _PoisonScorer(base.scorer.model, base.scorer.encoder, "demo")
     record = {"prompt": "Count the apples.", "responses": ["one", "two", "three zebra", "four", "five"]}
     items = items_from_raw(record)
-    zebra = poisoned.encode(items[2]).input_ids
-    poisoned.poison = next(t for t in zebra if all(t not in poisoned.encode(it).input_ids
+    zebra = poisoned.encoder.encode(items[2]).input_ids
+    poisoned.poison = next(t for t in zebra if all(t not in poisoned.encoder.encode(it).input_ids
                                                    for k, it in enumerate(items) if k != 2))
     results = ScoringEngine(poisoned, base.batching).score_items(items)
     good = base.score_items(items)

@@ -11,8 +11,10 @@ def test_contains_rm_config_with_its_defaults():
     args = ServeArgs.model_validate({"rm": {"model": "demo"}})
     assert isinstance(args.rm, RMConfig) and args.rm == RMConfig(model="demo")
     tuning = args.batch_tuning()
-    assert tuning.max_batch_size == RMConfig().batching.max_batch_size  # no second default
-    assert tuning.max_batch_tokens is None and isinstance(tuning, BatchTuning)
+    assert isinstance(tuning, BatchTuning) and tuning.batching == RMConfig().batching  # no second default
+    assert tuning.batch_wait_timeout_s == args.model_server.batch_wait_timeout_s
+    with pytest.raises(ValidationError):  # a user_config must say both
+        BatchTuning.model_validate({"batching": {}})
 
 
 def test_unknown_keys_are_errors_at_every_level():

@@ -55,8 +55,8 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     # Serve applies a user_config change by calling reconfigure() on the live replica (a config
     # redeploy with new batching does exactly that); the replica keeps serving with the new shape.
     assert first["shared_prompt"] is True  # auto, on a model that passes the packing check
-    model.reconfigure.remote({"max_batch_tokens": 1024, "max_batch_size": 4, "batch_wait_timeout_s": 0.0,
-                              "packing": "on", "shared_prompt": "off"}).result()
+    model.reconfigure.remote({"batching": {"max_batch_tokens": 1024, "max_batch_size": 4, "packing": "on",
+                                           "shared_prompt": "off"}, "batch_wait_timeout_s": 0.0}).result()
     second = model.info.remote().result()
     assert (second["max_batch_tokens"], second["max_batch_size"], second["batch_wait_timeout_s"]) == (1024, 4, 0.0)
     assert (second["packing"], second["shared_prompt"]) == (True, False)
