@@ -8,7 +8,7 @@ EXTRAS ?= serve,dev
 export RAY_USAGE_STATS_ENABLED = 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test typecheck bench clean
 
 install: $(VENV)/.installed
 
@@ -21,11 +21,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m serve.demo
 
-test: install
+test: install typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+typecheck: install
+	$(PY) -m mypy
 
 bench: install
 	$(PY) bench/engine.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
