@@ -38,6 +38,7 @@ from rmcluster.engine import ScoringEngine  # noqa: E402
 from rmcluster.packing import PackUnit  # noqa: E402
 from rmcluster.records import conversation_items  # noqa: E402
 from rmcluster.scorers.sequence_classifier import SequenceClassifierScorer  # noqa: E402
+from rmcluster.templating import ChatEncoder  # noqa: E402
 
 from bench.workload import long_tail, words  # noqa: E402
 
@@ -92,17 +93,26 @@ def build_model(shape: str, device: torch.device, dtype: torch.dtype, attn: str)
     return model.eval()
 
 
-def flops_per_sequence(model, length: int) -> float:
-    return unit_flops(model, PackUnit.single(range(length), 0))
+@dataclass(frozen=True)
+class FlopModel:
+    """FLOPs of a model's forward, from its shape (counted once: never inside a timed region)."""
 
+    non_embedding_params: int
+    attention_per_token_pair: int  # 2 * n_layers * d_model
 
-def unit_flops(model, unit: PackUnit) -> float:
-    """Useful FLOPs of one pack unit: the prompt once, each tail against the prompt and itself."""
-    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    c = model.config
-    attn = 2 * c.num_hidden_layers * c.hidden_size
-    p = len(unit.prompt)
-    return 2 * n * unit.num_tokens + attn * (p * p + sum(2 * p * len(t) + len(t) ** 2 for t in unit.tails))
+    @classmethod
+    def of(cls, model) -> "FlopModel":
+        n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+        return cls(n, 2 * model.config.num_hidden_layers * model.config.hidden_size)
+
+    def sequence(self, length: int) -> float:
+        return self.unit(PackUnit.single(range(length), 0))
+
+    def unit(self, unit: PackUnit) -> float:
+        """Useful FLOPs of one pack unit: the prompt once, each tail against the prompt and itself."""
+        p = len(unit.prompt)
+        return (2 * self.non_embedding_params * unit.num_tokens
+                + self.attention_per_token_pair * (p * p + sum(2 * p * len(t) + len(t) ** 2 for t in unit.tails)))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, clock: Callable[[], float] = time.perf_counter) -> float:
@@ -133,8 +143,10 @@ def _sync(device: torch.device) -> None:
 class Run:
     scores: list[float]
     occupied_tokens: int  # tokens the forward passes occupied, padding included (a shared prompt per tail)
-    flops: float  # useful FLOPs actually computed (a shared prompt counts once)
     reused_tokens: int = 0  # shared-prompt tokens not recomputed (dense FLOPs scale with tokens)
+    # Useful FLOPs actually computed (a shared prompt counts once); None: every sequence whole. A
+    # function, so counting happens after the timer stops.
+    flops: Callable[[], float] | None = None
 
 
 ENGINE_MODES = {  # method name -> (batching overrides, torch.compile)
@@ -154,6 +166,7 @@ class Bench:
     device: torch.device
     # By (share_prompts, compile): only sharing pays for templating prompts alone.
     scorers: dict[tuple[bool, bool], SequenceClassifierScorer]
+    flop_model: FlopModel
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     lengths: dict = field(default_factory=dict)
 
@@ -162,12 +175,12 @@ class Bench:
         return out["input_ids"] if hasattr(out, "keys") else out
 
     def full_flops(self, convs) -> float:
-        return sum(flops_per_sequence(self.model, self.lengths[id(c)]) for c in convs)
+        return sum(self.flop_model.sequence(self.lengths[id(c)]) for c in convs)
 
     @torch.inference_mode()
     def reference_loop(self, convs) -> Run:
         scores = [self.model(self.ids(c).to(self.device)).logits[0][0].item() for c in convs]
-        return Run(scores, sum(self.lengths[id(c)] for c in convs), self.full_flops(convs))
+        return Run(scores, sum(self.lengths[id(c)] for c in convs))
 
     @torch.inference_mode()
     def hf_padded_16(self, convs) -> Run:
@@ -179,7 +192,7 @@ class Bench:
             enc = {k: v.to(self.device) for k, v in enc.items()}
             scores += self.model(**enc).logits[:, 0].float().tolist()
             computed += enc["input_ids"].numel()
-        return Run(scores, computed, self.full_flops(convs))
+        return Run(scores, computed)
 
     def engine(self, mode: str) -> Callable:
         overrides, compiled = ENGINE_MODES[mode]
@@ -192,11 +205,11 @@ class Bench:
             encoded = engine.encode(items)
             results = engine.score_encoded(encoded, on_batch=stats.append)
             _sync(self.device)
-            flops = self.full_flops(convs)
-            if engine.shared_prompt:  # the units the engine ran (same planner, same inputs)
-                flops = sum(unit_flops(self.model, u) for u in engine.pack_units(encoded, range(len(encoded))))
-            return Run([r.score for r in results], sum(s.padded_tokens for s in stats), flops,
-                       sum(s.reused_tokens for s in stats))
+            # The units the engine ran (same planner, same inputs), counted after the timer.
+            flops = (lambda: sum(self.flop_model.unit(u) for u in engine.pack_units(encoded))) \
+                if engine.shared_prompt else None
+            return Run([r.score for r in results], sum(s.padded_tokens for s in stats),
+                       sum(s.reused_tokens for s in stats), flops)
 
         return run
 
@@ -219,13 +232,14 @@ def time_methods(bench: Bench, convs, methods: dict[str, Callable], rounds: int,
     out = {}
     for name, run in runs.items():
         t = statistics.median(times[name])
+        flops = run.flops() if run.flops is not None else full
         out[name] = {
             "seconds": t,
             "tokens_per_s": real / t,
             "seqs_per_s": len(convs) / t,
             "padding_efficiency": real / run.occupied_tokens,
-            "flops_per_s": run.flops / t,
-            "flops_saved": 1 - run.flops / full,
+            "flops_per_s": flops / t,
+            "flops_saved": 1 - flops / full,
             "dense_flops_saved": run.reused_tokens / real,
             "max_abs_diff_vs_reference": max(abs(a - b) for a, b in zip(run.scores, ref)),
         }
@@ -292,8 +306,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine budget (default: per device and mode)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time the engine with torch.compile (model.compile: true)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="also time the engine with torch.compile (model.compile: true); compiling takes minutes "
+                    "on a first run")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="'cpu': process CPU time; with --threads 1 it compares methods fairly on a busy machine, "
                     "where other processes preempt the threads of a parallel op and wall times mean little")
@@ -318,13 +333,14 @@ def main(argv=None) -> None:
     model = build_model(shape, device, dtype, attn)
     model.config.pad_token_id = tokenizer.pad_token_id
     start = time.perf_counter()
-    scorers = {(share, compiled): SequenceClassifierScorer(model, tokenizer, f"random-{shape}", share_prompts=share,
-                                                           compile=compiled)
+    max_length = model.config.max_position_embeddings
+    scorers = {(share, compiled): SequenceClassifierScorer(model, ChatEncoder(tokenizer, max_length, share_prompts=share),
+                                                           f"random-{shape}", compile=compiled)
                for share in (False, True) for compiled in {False, args.compile}}
     compile_s = time.perf_counter() - start  # the compiled scorers compile in their load-time probe
     scorer = scorers[True, False]
     batching = BatchingConfig(max_batch_tokens=args.max_batch_tokens)
-    bench = Bench(model, tokenizer, device, scorers, batching)
+    bench = Bench(model, tokenizer, device, scorers, FlopModel.of(model), batching)
     methods = {"reference loop": bench.reference_loop, "hf padded 16": bench.hf_padded_16}
     methods.update({mode: bench.engine(mode) for mode, (_, compiled) in ENGINE_MODES.items()
                     if args.compile or not compiled})
