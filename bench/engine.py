@@ -313,6 +313,9 @@ def main(argv=None) -> None:
                     help="'cpu': process CPU time; with --threads 1 it compares methods fairly on a busy machine, "
                     "where other processes preempt the threads of a parallel op and wall times mean little")
     ap.add_argument("--profile", metavar="METHOD", help="profile one method per mix instead of timing all")
+    ap.add_argument("--kinds", default="custom",
+                    help="comma-separated kind rows on the realistic mix, each against its own loop (bench/kinds.py: "
+                    "custom); '' for none")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -361,11 +364,11 @@ def main(argv=None) -> None:
     print(f"model: random {shape} ({dtype}, {attn}) on {device}; budgets: padded {padded.max_batch_tokens}, "
           f"packed {packed.max_batch_tokens} tokens, {batching.max_batch_size} items; packing "
           f"{'supported' if scorer.supports_packing else 'UNSUPPORTED'} "
-          f"({'flash-attn varlen' if scorer.varlen_fn else 'sdpa per segment'}); the default (auto) runs "
+          f"({'flash-attn varlen' if scorer.runner.varlen_fn else 'sdpa per segment'}); the default (auto) runs "
           f"{'packed' if auto.packing else 'padded'}; {args.rounds} interleaved rounds, median {args.clock} time"
           + (f"; scorers built in {compile_s:.0f}s including torch.compile" if args.compile else ""))
     report = {"shape": shape, "device": str(device), "dtype": str(dtype), "peak_flops_per_s": peak, "mixes": {}}
-    for mix in args.mixes.split(","):
+    for mix in filter(None, args.mixes.split(",")):
         n = args.n or {"realistic": 96, "short": 400, "best-of-8": 64}[mix] * (2 if gpu else 1)
         convs = make_mix(mix, n)
         bench.lengths = {id(c): bench.ids(c).shape[-1] for c in convs}
@@ -376,6 +379,11 @@ def main(argv=None) -> None:
         rows = time_methods(bench, convs, chosen, args.rounds, clock)
         print_table(mix, n, sum(bench.lengths.values()), peak, peak_label, rows)
         report["mixes"][mix] = rows
+    if args.kinds and not args.profile:
+        from bench.kinds import run_kinds
+
+        n = args.n or 96 * (2 if gpu else 1)
+        report["kinds"] = run_kinds(args.kinds.split(","), "small", make_mix("realistic", n), args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from pydantic import ValidationError
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 from rmcluster.config import RMConfig
 from rmcluster.config_cli import add_config_flags, config_from_args
 from rmcluster.demo_model import DEMO_MODEL_NAME, MEANINGLESS
+from rmcluster.scorers import check_loadable
 from rmcluster.store import REPORT_FILE, SUMMARY_FILE, ResultsStore
 from rmcluster.summary import SUMMARY_COLUMNS, format_summary, summarize, throughput
 
@@ -45,17 +45,10 @@ class PreflightError(Exception):
 
 
 def check_model(config: RMConfig) -> None:
-    """Tokenizer and model config must load, and a local checkpoint must hold weights."""
-    from rmcluster.checkpoint import resolve_model_path
-    from rmcluster.scorers import build_encoder
-
     try:
-        build_encoder(config)
+        check_loadable(config)
     except Exception as err:  # noqa: BLE001 - any failure here means the model is unusable
-        raise PreflightError(f"cannot load model {config.model.name!r}: {err}") from None
-    path = Path(resolve_model_path(config.model.name))
-    if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise PreflightError(f"cannot load model {config.model.name!r}: no weights (*.safetensors, *.bin) in {path}")
+        raise PreflightError(str(err)) from None
 
 
 def preflight(config: JobConfig) -> tuple:

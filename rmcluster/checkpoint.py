@@ -25,8 +25,19 @@ class RemoteCodeRefused(ValueError):
     """The checkpoint ships its own modeling code and the config did not allow running it."""
 
 
-def resolve_model_path(name: str) -> str:
-    return str(demo_model_path()) if name == DEMO_MODEL_NAME else name
+# `model.name: demo` per kind: the embedded demo checkpoint of that kind (rmcluster/demo_kinds.py).
+DEMO_CHECKPOINT_OF_KIND = {"custom_classifier": "armo", "process_reward": "qwen_prm"}
+
+
+def resolve_model_path(name: str, kind: str = "sequence_classifier") -> str:
+    """A model name as a loadable path: 'demo' is the kind's demo checkpoint, built on first use."""
+    if name != DEMO_MODEL_NAME:
+        return name
+    if kind in DEMO_CHECKPOINT_OF_KIND:
+        from .demo_kinds import demo_checkpoint_path
+
+        return str(demo_checkpoint_path(DEMO_CHECKPOINT_OF_KIND[kind]))
+    return str(demo_model_path())
 
 
 def checkpoint_file(path: str, filename: str, revision: Optional[str] = None) -> Optional[str]:

@@ -15,16 +15,17 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Sequence, TypeVar
 
 from .protocol import (
     ErrorResponse, InvalidInputError, ItemRejectedError, ScoreResponse, ScoringError, ScoringFailedError,
     ServiceOverloadedError,
 )
-from .records import RecordError, items_from_raw
 
 T = TypeVar("T")
 _ERRORS_BY_STATUS = {422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError}
+_HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses"}
 
 
 class RetryPolicy:
@@ -52,59 +53,89 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-def _chunks(items: Sequence[T], size: int) -> list[tuple[int, Sequence[T]]]:
-    return [(i, items[i : i + size]) for i in range(0, len(items), size)]
+Shape = Literal["conversations", "pairs", "groups"]
 
 
-def _expand(records: Sequence[dict[str, Any]], name: str) -> tuple[list[list[dict[str, Any]]], list[int]]:
-    """Records -> their conversations, as the server expands them, and how many each has."""
-    sizes: list[int] = []
-    convs: list[list[dict[str, Any]]] = []
-    for i, record in enumerate(records):
-        try:
-            items = items_from_raw({**record, "id": str(i)})
-        except (RecordError, TypeError) as err:
-            raise InvalidInputError(f"{name}.{i}: {err}", item=i) from None
-        sizes.append(len(items))
-        convs.extend(item.messages or [] for item in items)
-    return convs, sizes
+def _items_in(shape: Shape, record: Any) -> int:
+    """Items a record scores, as the server expands it (a malformed record counts one: the server says why)."""
+    if shape == "pairs":
+        return 2
+    if shape == "groups" and isinstance(record, dict) and isinstance(record.get("responses"), list):
+        return max(1, len(record["responses"]))
+    return 1
 
 
-def _regroup(scores: list[float], sizes: Sequence[int]) -> list[list[float]]:
+@dataclass(frozen=True)
+class _Chunk:
+    first_item: int  # index in the caller's list of the chunk's first item, and of its first record
+    first_record: int
+    records: list[Any]
+
+    def caller_index(self, error: ScoringError) -> Optional[int]:
+        """The failing item's (422: record's) index in the caller's full list, not in the chunk."""
+        if error.item is None:
+            return None
+        return error.item + (self.first_record if isinstance(error, InvalidInputError) else self.first_item)
+
+
+def _chunks(shape: Shape, records: Sequence[Any], max_items: int) -> list[_Chunk]:
+    """Chunks of at most `max_items` items each (a record with more goes alone)."""
+    chunks: list[_Chunk] = []
+    item = items = 0
+    for k, record in enumerate(records):
+        n = _items_in(shape, record)
+        if chunks and items + n <= max_items:
+            chunks[-1].records.append(record)
+            items += n
+        else:
+            chunks.append(_Chunk(item, k, [record]))
+            items = n
+        item += n
+    return chunks
+
+
+def _regroup(shape: Shape, records: Sequence[Any], scores: list[float]) -> list[list[float]]:
     out, at = [], 0
-    for n in sizes:
+    for record in records:
+        n = _items_in(shape, record)
         out.append(scores[at : at + n])
         at += n
     return out
 
 
 class _ChunkedScorer:
-    """Shared by both clients: chunking, bounded concurrency and the record shapes."""
+    """Shared by both clients: chunking, bounded concurrency and the request shapes.
+
+    Pairs and groups travel as records (never flattened into conversations), so the server sees
+    their structure: shared prompts, and judges that compare the responses of one record.
+    """
 
     chunk_size: int
     max_in_flight: int
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
+    def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
+        """Scores of the chunk's items, in order; errors name items by their index in the caller's list."""
         raise NotImplementedError
 
-    def score(self, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
-        """One score (raw logit) per conversation, in order."""
-        chunks = _chunks(list(conversations), self.chunk_size)
+    def _score(self, shape: Shape, records: Sequence[Any]) -> list[float]:
+        chunks = _chunks(shape, list(records), self.chunk_size)
         if len(chunks) <= 1:
-            return [s for off, c in chunks for s in self._score_chunk(off, c)]
+            return [s for c in chunks for s in self._score_chunk(shape, c)]
         with ThreadPoolExecutor(min(self.max_in_flight, len(chunks))) as pool:
-            parts = list(pool.map(lambda oc: self._score_chunk(*oc), chunks))
+            parts = list(pool.map(lambda c: self._score_chunk(shape, c), chunks))
         return [s for part in parts for s in part]
+
+    def score(self, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
+        """One score (the raw reward) per conversation, in order."""
+        return self._score("conversations", conversations)
 
     def score_pairs(self, pairs: Sequence[dict[str, Any]]) -> list[list[float]]:
         """[chosen, rejected] per {"prompt", "chosen", "rejected"} (prompt/response: str or messages)."""
-        convs, sizes = _expand(pairs, "pairs")
-        return _regroup(self.score(convs), sizes)
+        return _regroup("pairs", pairs, self._score("pairs", pairs))
 
     def score_responses(self, groups: Sequence[dict[str, Any]]) -> list[list[float]]:
         """Scores per {"prompt", "responses": [...]} group, in response order."""
-        convs, sizes = _expand(groups, "groups")
-        return _regroup(self.score(convs), sizes)
+        return _regroup("groups", groups, self._score("groups", groups))
 
 
 class RewardClient(_ChunkedScorer):
@@ -121,11 +152,11 @@ class RewardClient(_ChunkedScorer):
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, limits=limits)
         self._httpx = httpx
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
+    def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
         def call() -> list[float]:
-            response = self._http.post("/v1/score", json={"conversations": list(conversations)})
+            response = self._http.post("/v1/score", json={shape: chunk.records})
             if response.status_code != 200:
-                raise _http_error(response, offset)
+                raise _http_error(response, chunk)
             return ScoreResponse.model_validate_json(response.content).scores
 
         return self.retry.run(call, self._retryable)
@@ -155,17 +186,17 @@ class RewardClient(_ChunkedScorer):
         self.close()
 
 
-def _http_error(response: Any, offset: int) -> ScoringError:
+def _http_error(response: Any, chunk: _Chunk) -> ScoringError:
     try:
         body = ErrorResponse.model_validate_json(response.content).error
         message, item, field = body.message, body.item, body.field
     except Exception:  # noqa: BLE001 - a proxy's plain-text error page
         message, item, field = response.text or response.reason_phrase, None, None
     cls = _ERRORS_BY_STATUS.get(response.status_code, ScoringFailedError)
-    item = None if item is None else item + offset  # index into the caller's full list
     if cls is ServiceOverloadedError:
         return ServiceOverloadedError(message, retry_after_s=float(response.headers.get("retry-after") or 1))
     error: ScoringError = cls(f"HTTP {response.status_code}: {message}", item=item, field=field)
+    error.item = chunk.caller_index(error)
     error.status_code = response.status_code
     return error
 
@@ -187,16 +218,18 @@ class HandleRewardClient(_ChunkedScorer):
         self._handle = serve.get_app_handle(app_name)
         self._backpressure = BackPressureError
 
-    def _score_chunk(self, offset: int, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
+    def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
+        method = getattr(self._handle, _HANDLE_METHODS[shape])
+
         def call() -> list[float]:
             try:
-                scores: list[float] = self._handle.score.remote(list(conversations)).result(timeout_s=self.timeout_s)
-                return scores
+                scores = method.remote(chunk.records).result(timeout_s=self.timeout_s)
+                return list(scores) if shape == "conversations" else [s for part in scores for s in part]
             except ScoringError as err:  # re-index the failing item into the caller's full list
                 if err.item is None or isinstance(err, ServiceOverloadedError):
                     raise
                 cls = _ERRORS_BY_STATUS.get(err.status_code, ScoringFailedError)
-                raise cls(err.message, item=err.item + offset, field=err.field) from None
+                raise cls(err.message, item=chunk.caller_index(err), field=err.field) from None
 
         return self.retry.run(call, self._retryable)
 

@@ -7,10 +7,13 @@ the CLI generates its flags from these fields (see `rmcluster.config_cli`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from typing_extensions import Annotated
+
+from .encoding import KindEncoding
 
 # Token budgets per device kind, used when `max_batch_tokens` is left unset; padded batches count
 # padded tokens (rows x longest row), packs their real tokens, and the same budget measured best for
@@ -40,20 +43,21 @@ class StrictModel(BaseModel):
         return {k: v for k, v in data.items() if not (v is None and k in sections)}
 
 
-class ModelConfig(StrictModel):
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        # `model: Skywork/...` is shorthand for `model: {name: Skywork/...}` (the only place it is expanded).
-        return {"name": value} if isinstance(value, str) else value
+class ModelBase(StrictModel):
+    """What every model kind has: where the checkpoint is and how it loads."""
 
-    kind: Literal["sequence_classifier"] = Field(
-        "sequence_classifier",
-        description="Scorer kind. 'sequence_classifier': AutoModelForSequenceClassification, score = logit 0.",
-    )
+    @property
+    def auto_class_name(self) -> str:
+        """The transformers auto class the checkpoint loads with (its auto_map may name custom code for it)."""
+        return "AutoModelForSequenceClassification"
+
+    def encoding(self, checkpoint: dict[str, Any]) -> KindEncoding:
+        """What this kind adds to chat encoding, given the checkpoint's config.json."""
+        return KindEncoding()
+
     name: str = Field(
         "demo",
-        description="HF model id, local path, or 'demo' for the embedded demo model (meaningless scores).",
+        description="HF model id, local path, or 'demo' for the embedded demo model of the kind (meaningless scores).",
         json_schema_extra={"cli": "--model"},
     )
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
@@ -67,9 +71,9 @@ class ModelConfig(StrictModel):
     device_map: Optional[Literal["auto"]] = Field(
         None, description="'auto' spreads one model over all GPUs visible to this process (models too big for one GPU)."
     )
-    trust_remote_code: bool = Field(False, description="Allow custom modeling code from the checkpoint.")
-    num_labels: Optional[int] = Field(
-        None, ge=1, description="Override the checkpoint's num_labels; unset keeps the checkpoint's head."
+    trust_remote_code: bool = Field(
+        False, description="Run modeling code shipped with the checkpoint (auto_map in config.json). Off: such a "
+        "checkpoint is refused at load, never silently loaded as a stock class. Read the code first.",
     )
     compile: bool = Field(
         False,
@@ -77,6 +81,105 @@ class ModelConfig(StrictModel):
         "stays eager). Fuses the element-wise work: 0 to 3 percent faster on CPU (bench/RESULTS.md). The first "
         "forward compiles (seconds on CPU, longer for big models); needs a C++ compiler on CPU, Triton on CUDA.",
     )
+
+
+class SequenceClassifierModel(ModelBase):
+    """AutoModelForSequenceClassification: score = logit 0 at the last token (Skywork, most RMs)."""
+
+    kind: Literal["sequence_classifier"] = Field(
+        "sequence_classifier", description="The reward-model kind; each kind has its own settings below."
+    )
+    num_labels: Optional[int] = Field(
+        None, ge=1, description="Override the checkpoint's num_labels; unset keeps the checkpoint's head."
+    )
+
+
+def _position_or_name(value: Any) -> Any:
+    # A flag value arrives as text: "2" means tuple position 2.
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+OutputField = Annotated[Union[int, str], BeforeValidator(_position_or_name)]
+
+
+class CustomClassifierModel(ModelBase):
+    """Checkpoints with their own head code (ArmoRM, QRM, GRM, InternLM2-reward), run through their own forward."""
+
+    kind: Literal["custom_classifier"]
+    auto_class: Literal["AutoModelForSequenceClassification", "AutoModel", "AutoModelForCausalLM"] = Field(
+        "AutoModelForSequenceClassification", description="The transformers auto class the checkpoint's card loads "
+        "it with (its auto_map names the code): ArmoRM, QRM, GRM use the default; InternLM2-reward AutoModel.",
+    )
+    reward_output: OutputField = Field(
+        "score", description="Where the reward is in the forward's output: an attribute name (ArmoRM, QRM: score) "
+        "or a position in a returned tuple (GRM: 2, as in `_, _, reward = model(...)`).",
+    )
+    values_output: Optional[OutputField] = Field(
+        "rewards", description="Where named objectives are (ArmoRM: rewards [B, K]; QRM: reward_quantiles "
+        "[B, K, Q], averaged over quantiles; or gating_output); null for none.",
+    )
+    value_names: Optional[list[str]] = Field(
+        None, description="Names of the objectives, in order (from the model card); unset: objective_0..k.",
+    )
+    append_token_id: Union[Literal["auto"], int, None] = Field(
+        "auto", description="A token appended after the templated conversation, where the model reads its reward "
+        "(InternLM2-reward). 'auto': config.json's reward_token_id when present; null: none.",
+    )
+    token_logit: Optional[int] = Field(
+        None, ge=0, description="For causal LMs read as classifiers (Nemotron-70B-Reward-HF: 0): the reward is the "
+        "logit of this vocabulary id after the last token, in one forward pass (auto_class is then ignored).",
+    )
+
+    @property
+    def auto_class_name(self) -> str:
+        return "AutoModelForCausalLM" if self.token_logit is not None else self.auto_class
+
+    def encoding(self, checkpoint: dict[str, Any]) -> KindEncoding:
+        token = checkpoint.get("reward_token_id") if self.append_token_id == "auto" else self.append_token_id
+        return KindEncoding(append_ids=(int(token),) if token is not None else ())
+
+
+class ProcessRewardModel(ModelBase):
+    """Process reward models: one score per reasoning step, read at a step separator token."""
+
+    kind: Literal["process_reward"]
+    step_token: str = Field(
+        "<extra_0>", description="The step separator (Qwen2.5-Math-PRM: <extra_0>; Math-Shepherd: ки); it must "
+        "be one token. Steps given as a list are each followed by it; messages may already hold it.",
+    )
+    aggregate: Literal["min", "last", "mean", "prod"] = Field(
+        "min", description="How the step scores make the item's score: min (usual for best-of-N), last, mean, prod.",
+    )
+    candidate_tokens: Optional[list[str]] = Field(
+        None, description="Causal-LM PRMs (Math-Shepherd: + -): a step's score is the softmax over these tokens' "
+        "logits at its separator, taking the first. Unset: the checkpoint's own token head (Qwen2.5-Math-PRM, "
+        "loaded with AutoModel), softmax over its labels.",
+    )
+    positive_label: int = Field(1, ge=0, description="The token head's label read as 'step is good'.")
+
+    @property
+    def auto_class_name(self) -> str:
+        return "AutoModelForCausalLM" if self.candidate_tokens else "AutoModel"
+
+    def encoding(self, checkpoint: dict[str, Any]) -> KindEncoding:
+        return KindEncoding(step_token=self.step_token)
+
+
+def _model_shorthand(value: Any) -> Any:
+    # `model: Skywork/...` is shorthand for `model: {name: Skywork/...}`, and a model without a kind is a
+    # sequence classifier (the only place either is expanded).
+    if isinstance(value, str):
+        value = {"name": value}
+    if isinstance(value, dict) and "kind" not in value:
+        value = {**value, "kind": "sequence_classifier"}
+    return value
+
+
+ModelConfig = Annotated[
+    Union[SequenceClassifierModel, CustomClassifierModel, ProcessRewardModel],
+    BeforeValidator(_model_shorthand),
+    Field(discriminator="kind"),
+]
 
 
 class TokenizationConfig(StrictModel):
@@ -120,7 +223,7 @@ class BatchingConfig(StrictModel):
 class RMConfig(StrictModel):
     """What to score with and how: model, tokenization and batching."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=SequenceClassifierModel)
     tokenization: TokenizationConfig = Field(default_factory=TokenizationConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 

@@ -45,6 +45,8 @@ def _leaves(model_cls: type[BaseModel], prefix: Path = ()) -> Iterator[tuple[Pat
                 for (leaf,), f, _ in _leaves(member):
                     seen.setdefault(leaf, (f, []))[1].append(kind)
             for leaf, (f, kinds) in seen.items():
+                if leaf == "kind":  # one flag whose choices are every member's kind
+                    f = FieldInfo.merge_field_infos(f, annotation=Literal[tuple(kinds)])
                 yield prefix + (name, leaf), f, [] if len(kinds) == len(members) else kinds
         else:
             yield prefix + (name,), field, []
@@ -98,9 +100,11 @@ def _set(data: dict[str, Any], path: Path, value: Any, model_cls: type[BaseModel
     node, cls = data, model_cls
     for key in path[:-1]:
         child = node.get(key)
-        annotation = cls.model_fields[key].annotation if cls is not None and key in cls.model_fields else None
+        field = cls.model_fields.get(key) if cls is not None else None
+        annotation = field.annotation if field is not None else None
         if not isinstance(child, dict):
-            child = _expanded(child, annotation) if annotation is not None else {}
+            # With its validators (the shorthand expansion lives in the field's metadata).
+            child = _expanded(child, field.rebuild_annotation()) if field is not None else {}
             if child is None:
                 return
             node[key] = child

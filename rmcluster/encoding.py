@@ -12,7 +12,7 @@ Nothing here imports torch: the ingress and the job's CPU stage import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from .outputs import ScoreResult, error_message
 from .records import ScoreItem
@@ -63,6 +63,14 @@ def encoded_from_row(row: dict[str, Any]) -> Encoded:
     if row.get("error") is not None:
         return EncodeFailure(str(row["error"]))
     return EncodedItem(list(row["input_ids"]), bool(row["truncated"]), int(row["prompt_tokens"] or 0))
+
+
+@dataclass(frozen=True)
+class KindEncoding:
+    """What a model kind adds to plain chat encoding (from its settings and the checkpoint's config)."""
+
+    append_ids: tuple[int, ...] = ()  # appended after the templated conversation (InternLM2's reward token)
+    step_token: Optional[str] = None  # process rewards: joins a response's steps; must be in every item
 
 
 class Encoder:

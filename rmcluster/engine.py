@@ -155,9 +155,8 @@ class ScoringEngine:
                  members: list[int]) -> list[ScoreOutput] | Exception:
         """The scorer's outputs, or the exception it raised (returned, so no traceback outlives this frame)."""
         try:
-            if packed:
-                return self.scorer.forward_packed(units)
-            return self.scorer.forward([encoded[i] for i in members])
+            items = [encoded[i] for i in members]
+            return self.scorer.forward_packed(units, items) if packed else self.scorer.forward(items)
         except Exception as err:  # noqa: BLE001 - isolate the failing item, keep the rest
             return err.with_traceback(None)
 

@@ -1,19 +1,19 @@
 """Model loading: HF id or local path (or 'demo'), resolving the 'auto' settings (torch side).
 
-Tokenizer and config.json come from `rmcluster.checkpoint`, which the weight-free encoders share.
+Tokenizer and config.json come from `rmcluster.checkpoint`, which the weight-free encoders share;
+the remote-code check there runs before any weights load, here and in every encoder.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
-from .checkpoint import resolve_model_path
-from .config import ModelConfig
+from .checkpoint import check_remote_code, model_config, resolve_model_path
+from .config import ModelBase
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """The concrete choices behind a ModelConfig's 'auto' values."""
+    """The concrete choices behind a model config's 'auto' values."""
 
     path: str
     device: torch.device
@@ -31,16 +31,16 @@ class ResolvedModel:
 
 
 def flash_attn_available() -> bool:
-    if importlib.util.find_spec("flash_attn") is None:
-        return False
+    """transformers' own check (the package imports and its version is supported), not just an import."""
+    from transformers.utils import is_flash_attn_2_available
+
     try:
-        import flash_attn  # noqa: F401
+        return bool(is_flash_attn_2_available())
     except Exception:  # a broken build (ABI mismatch) is as good as absent
         return False
-    return True
 
 
-def resolve(cfg: ModelConfig) -> ResolvedModel:
+def resolve(cfg: ModelBase) -> ResolvedModel:
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -55,7 +55,12 @@ def resolve(cfg: ModelConfig) -> ResolvedModel:
     attn = cfg.attn_implementation
     if attn == "auto":
         attn = "flash_attention_2" if device.type == "cuda" and flash_attn_available() else "sdpa"
-    return ResolvedModel(resolve_model_path(cfg.name), device, dtype, attn)
+    elif attn == "flash_attention_2" and not flash_attn_available():
+        # transformers raises ImportError here, which would take a replica down at load.
+        log.warning("%s: attn_implementation flash_attention_2 asked for, but flash-attn is not installed (or not "
+                    "usable); using sdpa. Install the [gpu] extra on a CUDA machine to get it.", cfg.name)
+        attn = "sdpa"
+    return ResolvedModel(resolve_model_path(cfg.name, getattr(cfg, "kind", "sequence_classifier")), device, dtype, attn)
 
 
 def _dtype_kwarg() -> str:
@@ -65,32 +70,40 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def load_sequence_classifier(cfg: ModelConfig) -> tuple[Any, ResolvedModel]:
-    """(model, resolved) for an AutoModelForSequenceClassification checkpoint, in eval mode."""
-    from transformers import AutoModelForSequenceClassification
+def load_model(cfg: ModelBase, auto_class: Optional[str] = None, path: Optional[str] = None,
+               **extra: Any) -> tuple[Any, ResolvedModel]:
+    """(model, resolved) in eval mode, through `auto_class` (default: the kind's), loaded onto its device.
+
+    `path` loads another checkpoint with the same settings (a DPO reference model).
+    """
+    import transformers
 
     resolved = resolve(cfg)
+    if path is not None:
+        resolved = ResolvedModel(path, resolved.device, resolved.dtype, resolved.attn_implementation)
+    auto_class = auto_class or cfg.auto_class_name
+    check_remote_code(resolved.path, model_config(resolved.path, cfg.revision), auto_class, cfg.trust_remote_code)
     kwargs: dict[str, Any] = {
         _dtype_kwarg(): resolved.dtype,
         "attn_implementation": resolved.attn_implementation,
         "revision": cfg.revision,
         "trust_remote_code": cfg.trust_remote_code,
+        **extra,
     }
-    if cfg.num_labels is not None:
-        kwargs["num_labels"] = cfg.num_labels
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
+    elif resolved.device.type == "cuda":
+        kwargs["device_map"] = {"": str(resolved.device)}  # straight onto the GPU, not through host memory
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(resolved.path, **kwargs)
+        model = getattr(transformers, auto_class).from_pretrained(resolved.path, **kwargs)
     except OSError as err:
         raise OSError(
             f"cannot load model {cfg.name!r}: {err}\n(an HF id needs hub access or a warm HF cache; "
             "with HF_HUB_OFFLINE=1 only cached or local models load)"
         ) from err
-    if not cfg.device_map:
+    if "device_map" not in kwargs:
         model.to(resolved.device)
     model.eval()
-    log.info(
-        "loaded %s on %s as %s with %s", cfg.name, resolved.device, resolved.dtype, resolved.attn_implementation
-    )
+    log.info("loaded %s (%s) on %s as %s with %s", resolved.path, type(model).__name__, resolved.device,
+             resolved.dtype, resolved.attn_implementation)
     return model, resolved

@@ -70,6 +70,7 @@ class PackLayout:
         positions: list[int] = []
         segments: list[Segment] = []
         last: list[int] = []
+        self._tails: list[tuple[int, int, int]] = []  # per tail: (prompt start, prompt length, tail start)
         for unit in units:
             p0, p = len(ids), len(unit.prompt)
             if p:
@@ -84,6 +85,7 @@ class PackLayout:
                 positions.extend(range(p, p + len(tail)))
                 segments.append(Segment(start, len(ids), p0, p0 + p))
                 last.append(len(ids) - 1)
+                self._tails.append((p0, p, start))
         self.device = torch.device(device)
         self.segments = segments
         self.num_tokens = len(ids)
@@ -95,6 +97,11 @@ class PackLayout:
         # Built on first use per device (layers of a model split over GPUs live on several), shared by layers.
         self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
         self._varlen: dict[torch.device, tuple[Any, ...]] = {}
+
+    def row_of(self, tail: int, position: int) -> int:
+        """The pack row holding token `position` of tail `tail`'s full sequence (its prompt, then the tail)."""
+        prompt_start, prompt_len, tail_start = self._tails[tail]
+        return prompt_start + position if position < prompt_len else tail_start + position - prompt_len
 
     def causal_mask(self, q_len: int, kv_len: int, window: Optional[int], device: torch.device) -> torch.Tensor:
         """Boolean [q_len, kv_len] mask, causal aligned to the bottom right (the queries are the last

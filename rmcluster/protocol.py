@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import Annotated
 
-from .records import Messages, PairRecord, ResponsesRecord, Turns
+from .records import AnyRecord, ConversationRecord, Messages, PairRecord, Response, ResponsesRecord, Turns
 
 __all__ = [
     "ClassifyData", "ClassifyRequest", "ClassifyResponse", "ErrorBody", "ErrorResponse", "GetRewardRequest",
@@ -27,39 +27,61 @@ __all__ = [
 
 # -- /v1/score -------------------------------------------------------------------------------------
 class ScoreRequest(BaseModel):
-    """One of three shapes: `conversations`; `prompt` + `responses`; `prompt` + `chosen` + `rejected`."""
+    """One of five shapes: `conversations`; `pairs`; `groups`; `prompt` + `responses`; `prompt` + `chosen` +
+    `rejected`. Pairs and groups stay records, so shared prompts and pairwise judges see their structure."""
 
     model_config = ConfigDict(extra="forbid")
     model: Optional[str] = Field(None, description="Ignored (one model per application); echoed back as served.")
     conversations: Optional[list[Messages]] = Field(None, description="Chats to score, each a list of messages.")
+    pairs: Optional[list[PairRecord]] = Field(
+        None, description="Preference pairs {prompt, chosen, rejected}: items chosen, rejected per pair, in order.")
+    groups: Optional[list[ResponsesRecord]] = Field(
+        None, description="Best-of-N groups {prompt, responses}: one item per response, group after group.")
     prompt: Optional[Turns] = Field(None, description="A user turn (string) or messages, shared by the responses.")
-    responses: Optional[Annotated[list[Turns], Field(min_length=1)]] = Field(
-        None, description="Best-of-N: one score per response, in order."
+    responses: Optional[Annotated[list[Response], Field(min_length=1)]] = Field(
+        None, description="Best-of-N: one score per response, in order (a response may be a list of steps)."
     )
-    chosen: Optional[Turns] = Field(None, description="Preference pair: scored first.")
-    rejected: Optional[Turns] = Field(None, description="Preference pair: scored second.")
+    chosen: Optional[Response] = Field(None, description="Preference pair: scored first.")
+    rejected: Optional[Response] = Field(None, description="Preference pair: scored second.")
 
     @model_validator(mode="after")
     def _one_shape(self) -> "ScoreRequest":
         pair = self.chosen is not None or self.rejected is not None
-        shapes = [self.conversations is not None, self.responses is not None, pair]
+        shapes = [self.conversations is not None, self.pairs is not None, self.groups is not None,
+                  self.responses is not None, pair]
         if sum(shapes) != 1:
-            raise ValueError("send exactly one of: 'conversations'; 'prompt' + 'responses'; "
+            raise ValueError("send exactly one of: 'conversations'; 'pairs'; 'groups'; 'prompt' + 'responses'; "
                              "'prompt' + 'chosen' + 'rejected'")
         if (self.responses is not None or pair) and self.prompt is None:
             raise ValueError("'prompt' is required with 'responses' or 'chosen'/'rejected'")
         if pair and (self.chosen is None or self.rejected is None):
             raise ValueError("a preference pair needs both 'chosen' and 'rejected'")
-        if self.conversations is not None and self.prompt is not None:
-            raise ValueError("'prompt' does not go with 'conversations'")
+        if self.prompt is not None and (self.conversations is not None or self.pairs is not None
+                                        or self.groups is not None):
+            raise ValueError("'prompt' goes only with 'responses' or 'chosen' + 'rejected'")
         return self
+
+    def records(self) -> list[AnyRecord]:
+        """The request as records, in item order."""
+        if self.conversations is not None:
+            return [ConversationRecord(messages=c) for c in self.conversations]
+        if self.pairs is not None:
+            return list(self.pairs)
+        if self.groups is not None:
+            return list(self.groups)
+        if self.responses is not None:
+            return [ResponsesRecord(prompt=self.prompt, responses=self.responses)]
+        return [PairRecord(prompt=self.prompt, chosen=self.chosen, rejected=self.rejected)]
 
 
 class ItemScore(BaseModel):
-    score: float = Field(description="Logit 0, raw (no sigmoid).")
+    score: float = Field(description="The reward, raw (no sigmoid): logit 0 for sequence classifiers.")
     num_tokens: int = Field(description="Tokens scored, after truncation.")
     truncated: bool = Field(description="Left-truncated to fit max_length (on_overflow: truncate_left).")
-    logits: list[float] = Field(description="All labels, for multi-head models.")
+    logits: Optional[list[float]] = Field(None, description="Sequence classifiers: every label's logit.")
+    values: Optional[dict[str, float]] = Field(
+        None, description="Named outputs: objectives (custom classifiers), labels (id2label), verdicts.")
+    step_scores: Optional[list[float]] = Field(None, description="Process reward models: one score per step.")
 
 
 class Usage(BaseModel):

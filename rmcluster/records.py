@@ -1,10 +1,13 @@
-"""Input records: one pydantic schema for the four shapes, and their expansion into scorable items.
+"""Input records: one pydantic schema for the five shapes, and their expansion into scorable items.
 
 Shapes (extra keys such as metadata are ignored):
     {"id"?, "messages": [{"role", "content"}, ...]}                 -> one item
-    {"id"?, "prompt": str | messages, "responses": [str | messages]} -> one item per response
-    {"id"?, "prompt": ..., "chosen": ..., "rejected": ...}            -> two items: chosen=0, rejected=1
+    {"id"?, "prompt": str | messages, "responses": [response, ...]}  -> one item per response
+    {"id"?, "prompt": ..., "chosen": response, "rejected": response}  -> two items: chosen=0, rejected=1
+    {"id"?, "prompt": ..., "steps": [str, ...]}  (process rewards)    -> one item
     {"id"?, "text": str}  (already templated, OpenRLHF style)         -> one item
+A response is a string, messages, or a list of reasoning steps (for process reward models, which
+join the steps with their step separator).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class Message(BaseModel):
 Messages = Annotated[list[Message], Field(min_length=1)]
 # A prompt or response is either plain text or a list of messages.
 Turns = Union[str, Messages]
+# A response may also be a list of reasoning steps: one assistant message, joined by the scorer.
+Steps = Annotated[list[str], Field(min_length=1)]
+Response = Union[str, Messages, Steps]
 
 
 class _Record(BaseModel):
@@ -41,13 +47,18 @@ class ConversationRecord(_Record):
 
 class ResponsesRecord(_Record):
     prompt: Turns
-    responses: Annotated[list[Turns], Field(min_length=1)]
+    responses: Annotated[list[Response], Field(min_length=1)]
 
 
 class PairRecord(_Record):
     prompt: Turns
-    chosen: Turns
-    rejected: Turns
+    chosen: Response
+    rejected: Response
+
+
+class StepsRecord(_Record):
+    prompt: Turns
+    steps: Steps
 
 
 class TextRecord(_Record):
@@ -62,6 +73,8 @@ def _shape_of(value: Any) -> Optional[str]:
         return "messages"
     if "text" in keys:
         return "text"
+    if "steps" in keys:
+        return "steps"
     if "chosen" in keys or "rejected" in keys:
         return "pair"
     if "responses" in keys or "prompt" in keys:
@@ -74,13 +87,14 @@ Record = Annotated[
         Annotated[ConversationRecord, Tag("messages")],
         Annotated[ResponsesRecord, Tag("responses")],
         Annotated[PairRecord, Tag("pair")],
+        Annotated[StepsRecord, Tag("steps")],
         Annotated[TextRecord, Tag("text")],
     ],
     Discriminator(
         _shape_of,
         custom_error_type="record_shape",
         custom_error_message="a record needs one of: 'messages'; 'prompt' + 'responses'; "
-        "'prompt' + 'chosen' + 'rejected'; 'text'",
+        "'prompt' + 'chosen' + 'rejected'; 'prompt' + 'steps'; 'text'",
     ),
 ]
 _RECORD = TypeAdapter(Record)
@@ -97,6 +111,8 @@ class ScoreItem:
     text: Optional[str] = None  # already-templated text
     num_prompt_messages: int = 0  # leading messages that belong to the prompt
     add_special_tokens: bool = False  # text only: put the tokenizer's BOS in front (vLLM /classify)
+    # A final assistant message given as reasoning steps (after `messages`); the encoder joins them.
+    steps: Optional[tuple[str, ...]] = None
 
     @classmethod
     def conversation(cls, item_id: str, messages: Sequence[dict[str, Any]]) -> "ScoreItem":
@@ -148,7 +164,7 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-AnyRecord = Union[ConversationRecord, ResponsesRecord, PairRecord, TextRecord]
+AnyRecord = Union[ConversationRecord, ResponsesRecord, PairRecord, StepsRecord, TextRecord]
 
 
 def parse_record(raw: Any) -> tuple[str, AnyRecord]:
@@ -174,6 +190,13 @@ def _turns(turns: Any, role: str) -> list[dict[str, Any]]:
     return [m.model_dump(exclude_none=True) for m in turns]
 
 
+def _response_item(rid: str, index: int, label: Optional[str], prompt: list[dict[str, Any]], response: Any) -> ScoreItem:
+    n = len(prompt)
+    if isinstance(response, list) and all(isinstance(s, str) for s in response):  # reasoning steps
+        return ScoreItem(rid, index, label, messages=prompt, num_prompt_messages=n, steps=tuple(response))
+    return ScoreItem(rid, index, label, messages=prompt + _turns(response, "assistant"), num_prompt_messages=n)
+
+
 def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
     """A validated record -> its scorable items, in results-store order."""
     if isinstance(record, ConversationRecord):
@@ -183,12 +206,11 @@ def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
     prompt = _turns(record.prompt, "user")
     if isinstance(record, PairRecord):
         responses: list[tuple[Optional[str], Any]] = [("chosen", record.chosen), ("rejected", record.rejected)]
+    elif isinstance(record, StepsRecord):
+        responses = [(None, record.steps)]
     else:
         responses = [(None, r) for r in record.responses]
-    return [
-        ScoreItem(rid, i, label, messages=prompt + _turns(resp, "assistant"), num_prompt_messages=len(prompt))
-        for i, (label, resp) in enumerate(responses)
-    ]
+    return [_response_item(rid, i, label, prompt, resp) for i, (label, resp) in enumerate(responses)]
 
 
 def items_from_raw(raw: Any) -> list[ScoreItem]:

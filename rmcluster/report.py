@@ -35,9 +35,18 @@ def _figures(ok: pa.Table) -> list[tuple[str, str]]:
     scores = ok["score"].to_numpy(zero_copy_only=False)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.hist(scores, bins=BINS, color="#4c72b0")
-    ax.set(title=f"Scores ({len(scores)} items)", xlabel="score (logit 0)", ylabel="items")
+    ax.set(title=f"Scores ({len(scores)} items)", xlabel="score", ylabel="items")
     out.append(("Score distribution", _png(fig)))
     plt.close(fig)
+
+    if "step_scores" in ok.column_names:
+        steps = pc.list_flatten(ok["step_scores"].combine_chunks()).to_numpy(zero_copy_only=False)
+        if len(steps):
+            fig, ax = plt.subplots(figsize=(7, 3.5))
+            ax.hist(steps, bins=BINS, color="#dd8452")
+            ax.set(title=f"Step scores ({len(steps)} steps)", xlabel="step score", ylabel="steps")
+            out.append(("Step scores (process reward)", _png(fig)))
+            plt.close(fig)
 
     pairs = pair_margins(ok)
     if pairs.num_rows:

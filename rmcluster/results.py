@@ -24,6 +24,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("label", pa.string()),  # null | "chosen" | "rejected"
         pa.field("score", pa.float64()),  # the reward; null on error
         pa.field("logits", pa.list_(pa.float32())),  # sequence classifiers: all labels
+        pa.field("values", pa.map_(pa.string(), pa.float64())),  # named outputs: objectives, labels; or null
+        pa.field("step_scores", pa.list_(pa.float64())),  # process reward models: one per step; else null
         pa.field("num_tokens", pa.int64()),
         pa.field("truncated", pa.bool_()),
         pa.field("error", pa.string()),  # null, or why this item has no score
@@ -43,12 +45,15 @@ def error_row(record_id: str, message: str, model: str) -> dict[str, Any]:
 
 
 def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, model: str) -> dict[str, Any]:
+    out = result.output
     return {
         "id": record_id,
         "index": index,
         "label": label,
         "score": result.score,
         "logits": result.logits,
+        "values": out.values if out is not None else None,
+        "step_scores": out.step_scores if out is not None else None,
         "num_tokens": result.num_tokens,
         "truncated": result.truncated,
         "error": result.error,
@@ -58,6 +63,12 @@ def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, 
 
 def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=RESULT_SCHEMA)
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows of a results table as `result_row` makes them (Arrow gives maps as pairs otherwise)."""
+    rows: list[dict[str, Any]] = table.to_pylist(maps_as_pydicts="strict")
+    return rows
 
 
 @contextlib.contextmanager

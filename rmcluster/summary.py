@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # The columns `summarize` reads: what a caller loads from a results store or file for it.
-SUMMARY_COLUMNS = ["id", "index", "label", "score", "num_tokens", "truncated", "error"]
+SUMMARY_COLUMNS = ["id", "index", "label", "score", "values", "step_scores", "num_tokens", "truncated", "error"]
 
 
 def throughput(tokens: int, wall_seconds: float) -> dict[str, Any]:
@@ -41,7 +41,25 @@ def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict[str
         out["score_max"] = pc.max(scores).as_py()
         qs = pc.quantile(scores, q=list(QUANTILES)).to_pylist()
         out["score_quantiles"] = {f"p{round(q * 100)}": v for q, v in zip(QUANTILES, qs)}
+    out.update(value_stats(ok))
     out.update(pair_stats(ok))
+    return out
+
+
+def value_stats(ok: pa.Table) -> dict[str, Any]:
+    """Means of the named values (objectives, labels) and the step scores of process reward models."""
+    out: dict[str, Any] = {}
+    if "values" in ok.column_names:
+        named = ok["values"].combine_chunks()
+        if len(named.keys):
+            pairs = pa.table({"name": named.keys, "value": named.items}).group_by("name").aggregate([("value", "mean")])
+            out["values_mean"] = dict(sorted(zip(pairs["name"].to_pylist(), pairs["value_mean"].to_pylist())))
+    if "step_scores" in ok.column_names:
+        steps = ok["step_scores"].combine_chunks()
+        flat = pc.list_flatten(steps)
+        if len(flat):
+            out["step_scores"] = {"items": len(steps) - steps.null_count, "steps": len(flat),
+                                  "mean": pc.mean(flat).as_py(), "min": pc.min(flat).as_py()}
     return out
 
 

@@ -6,9 +6,10 @@ text is tokenized with `add_special_tokens=False`, because the template already 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .encoding import EncodedItem, Encoder, ItemError
+from .encoding import EncodedItem, Encoder, ItemError, KindEncoding
 from .records import ScoreItem
 
 if TYPE_CHECKING:
@@ -37,11 +38,14 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 class ChatEncoder(Encoder):
     """Templating, tokenization and the truncation policy for one tokenizer."""
 
-    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True):
+    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True,
+                 kind: KindEncoding = KindEncoding()):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.on_overflow = on_overflow
         self.share_prompts = share_prompts
+        self.kind = kind
+        self.step_token_id = single_token_id(tokenizer, kind.step_token) if kind.step_token else None
         # The responses of one record arrive one after another: template their prompt once.
         self._last_prompt: tuple[Any, list[list[int]]] = (None, [])
         self.bos_id: Optional[int] = tokenizer.bos_token_id
@@ -55,13 +59,16 @@ class ChatEncoder(Encoder):
     @classmethod
     def from_config(cls, config: "RMConfig") -> "ChatEncoder":
         """The model's tokenizer and context length, read from its files (no weights, no torch)."""
-        from .checkpoint import load_tokenizer, max_positions, model_config, resolve_model_path
+        from .checkpoint import check_remote_code, load_tokenizer, max_positions, model_config, resolve_model_path
 
         m, tok = config.model, config.tokenization
-        path = resolve_model_path(m.name)
-        max_length = tok.max_length or max_positions(model_config(path, m.revision))
+        path = resolve_model_path(m.name, m.kind)
+        checkpoint = model_config(path, m.revision)
+        check_remote_code(m.name, checkpoint, m.auto_class_name, m.trust_remote_code)
+        max_length = tok.max_length or max_positions(checkpoint)
         tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
-        return cls(tokenizer, max_length, tok.on_overflow, config.batching.shared_prompt != "off")
+        return cls(tokenizer, max_length, tok.on_overflow, config.batching.shared_prompt != "off",
+                   m.encoding(checkpoint))
 
     # -- tokenization -------------------------------------------------------------------------
     def conversation_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
@@ -100,6 +107,7 @@ class ChatEncoder(Encoder):
 
     # -- items ---------------------------------------------------------------------------------
     def encode(self, item: ScoreItem) -> EncodedItem:
+        item = self._join_steps(item)
         if item.text is not None:
             ids = self.text_ids(item.text, item.add_special_tokens)
         elif item.messages is not None:
@@ -108,6 +116,10 @@ class ChatEncoder(Encoder):
             raise ItemError("item has neither messages nor text")
         if not ids:
             raise ItemError("item tokenizes to zero tokens")
+        ids += self.kind.append_ids
+        if self.step_token_id is not None and self.step_token_id not in ids:
+            raise ItemError(f"no step separator {self.kind.step_token!r} in the item: send the final message as a "
+                            "list of steps, or put the separator after each step")
         if len(ids) <= self.max_length:
             return EncodedItem(ids, prompt_tokens=self.shared_prompt_tokens(item, ids) if self.share_prompts else 0)
         if self.on_overflow != "truncate_left":
@@ -116,6 +128,16 @@ class ChatEncoder(Encoder):
                 "raise max_length or set on_overflow=truncate_left"
             )
         return EncodedItem(self.truncate_left(ids, self.final_message_start(item, ids)), truncated=True)
+
+    def _join_steps(self, item: ScoreItem) -> ScoreItem:
+        """A final message given as steps, as one assistant message: each step followed by the separator."""
+        if item.steps is None:
+            return item
+        if self.kind.step_token is None:
+            raise ItemError("a response given as a list of steps needs model.kind: process_reward (which joins the "
+                            "steps with its step_token)")
+        content = "".join(step + self.kind.step_token for step in item.steps)
+        return replace(item, messages=[*(item.messages or []), {"role": "assistant", "content": content}], steps=None)
 
     def shared_prompt_tokens(self, item: ScoreItem, ids: list[int]) -> int:
         """Length of the item's prompt tokens when they are an exact prefix of `ids`, else 0.
@@ -163,3 +185,11 @@ def _adds_bos(tokenizer: Any) -> bool:
     with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
     plain = tokenizer("x", add_special_tokens=False)["input_ids"]
     return bool(with_special[:1] == [bos] and plain[:1] != [bos])
+
+
+def single_token_id(tokenizer: Any, text: str) -> int:
+    """The id of `text`, which must tokenize to exactly one token (step separators, verdicts)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens {ids} for this tokenizer; it must be exactly one")
+    return int(ids[0])

@@ -23,8 +23,12 @@ INGRESS_DEPLOYMENT = "RewardIngress"
 
 
 def build_app(args: ServeArgs) -> Application:
+    from rmcluster.scorers import check_loadable
+
     from .ingress import RewardIngress
     from .model_server import RewardModelServer
+
+    check_loadable(args.rm)  # a refused or missing model fails `serve run` here, not in a replica loop
 
     model_options = {**args.model_server.deployment_options(), "user_config": args.batch_tuning().model_dump()}
     ingress_options = args.ingress.deployment_options()

@@ -53,19 +53,12 @@ class ScoringService:
 
     # -- HTTP shapes ---------------------------------------------------------------------------------
     async def score(self, request: ScoreRequest) -> ScoreResponse:
-        if request.conversations is not None:
-            records: list[AnyRecord] = [ConversationRecord(messages=c) for c in request.conversations]
-        elif request.responses is not None:
-            records = [ResponsesRecord(prompt=request.prompt, responses=request.responses)]
-        else:
-            records = [PairRecord(prompt=request.prompt, chosen=request.chosen, rejected=request.rejected)]
-        results = await self._score_strict(_items(records))
+        results = await self._score_strict(_items(request.records()))
         tokens = sum(r.num_tokens for r in results)
         return ScoreResponse(
             model=self.model_name,
             scores=[_score(r) for r in results],
-            results=[ItemScore(score=_score(r), num_tokens=r.num_tokens, truncated=r.truncated,
-                               logits=r.logits or []) for r in results],
+            results=[_item_score(r) for r in results],
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
@@ -172,6 +165,13 @@ class ScoringService:
 def _score(result: ScoreResult) -> float:
     assert result.score is not None  # strict results have scores
     return result.score
+
+
+def _item_score(result: ScoreResult) -> ItemScore:
+    out = result.output
+    assert out is not None
+    return ItemScore(score=out.score, num_tokens=result.num_tokens, truncated=result.truncated, logits=out.logits,
+                     values=out.values, step_scores=out.step_scores)
 
 
 def _items(records: Iterable[AnyRecord]) -> list[list[ScoreItem]]:

@@ -39,10 +39,11 @@ class Scorer(ABC):
     def forward(self, batch: Sequence[EncodedItem]) -> list[ScoreOutput]:
         """One output per item of one batch, in batch order."""
 
-    def forward_packed(self, units: Sequence["PackUnit"]) -> list[ScoreOutput]:
+    def forward_packed(self, units: Sequence["PackUnit"], items: Sequence[EncodedItem]) -> list[ScoreOutput]:
         """One output per tail of each unit, in order, from one padding-free packed row.
 
-        Optional: the engine calls it only where `supports_packing` is true.
+        `items` are the tails' items, in the same order (their full ids are the unit's prompt, then
+        the tail). Optional: the engine calls it only where `supports_packing` is true.
         """
         raise NotImplementedError(f"{type(self).__name__} does not run packed batches")
 

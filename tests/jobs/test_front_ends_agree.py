@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmcluster.cli import main as rmcluster_main
+from rmcluster.results import table_rows
 from rmcluster.store import ResultsStore
 from tests.jobs.conftest import run_job
 from tests.jobs.corpus import MAX_LENGTH, _jsonl_lines
@@ -43,7 +44,7 @@ def cli_rows(corpus, demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "out.parquet"
     assert rmcluster_main(["score", "--model", str(demo_dir), "--input", str(corpus), "--output", str(out),
                            "--quiet", *ONE_PER_FORWARD]) == 0
-    rows = pq.read_table(out).to_pylist()
+    rows = table_rows(pq.read_table(out))
     assert any("invalid JSON" in (r["error"] or "") for r in rows)
     assert any("Field required" in (r["error"] or "") for r in rows) and any(r["error"] is None for r in rows)
     return rows
@@ -86,7 +87,7 @@ def test_job_rows_equal_the_cli_rows(mode, app, corpus, demo_dir, cli_rows, tmp_
     argv = ["--input", str(corpus), "--output", str(tmp_path / "store"), "--model", str(demo_dir), *ONE_PER_FORWARD]
     rc, _ = run_job(argv + (["--serve-app", APP] if mode == "serve-app" else []))
     assert rc == 0
-    stored = sorted(ResultsStore(str(tmp_path / "store")).read().drop_columns(["scored_at"]).to_pylist(), key=_key)
+    stored = sorted(table_rows(ResultsStore(str(tmp_path / "store")).read().drop_columns(["scored_at"])), key=_key)
     first = {}
     for row in cli_rows:  # repeated lines: the store keeps one row per key, as the CLI's first
         first.setdefault(_key(row), row)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from jobs.inputs import LINE_SCHEMA
 from jobs.stages import PLANNED_SCHEMA, EncodeStage, ScoreStage

@@ -46,10 +46,10 @@ class _PoisonScorer(SequenceClassifierScorer):
             raise RuntimeError("injected failure")
         return super().forward(batch)
 
-    def forward_packed(self, units):
+    def forward_packed(self, units, items):
         if any(self.poison in list(u.prompt) + list(t) for u in units for t in u.tails):
             raise RuntimeError("injected failure")
-        return super().forward_packed(units)
+        return super().forward_packed(units, items)
 
 
 @pytest.mark.parametrize("packing", ["on", "off"])

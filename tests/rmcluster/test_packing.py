@@ -92,7 +92,7 @@ def test_tolerance_detects_sequences_attending_to_each_other(demo_dir, conversat
     units = [PackUnit.single(ref.ids(c)[0].tolist(), i) for i, c in enumerate(conversations[:6])]
     layout = PackLayout(units)
     with torch.no_grad():
-        hidden = scorer.backbone(input_ids=layout.input_ids, position_ids=layout.position_ids,
+        hidden = scorer.runner.backbone(input_ids=layout.input_ids, position_ids=layout.position_ids,
                                  use_cache=True).last_hidden_state[0]
         wrong = scorer.head(hidden[layout.last_positions])[:, 0].tolist()
     assert max(abs(w - e) for w, e in zip(wrong[1:], expected[1:6])) > 100 * TOL
@@ -184,7 +184,7 @@ def test_varlen_plumbing_matches_reference_on_cpu(demo_dir, sliding_window_dir, 
     path = demo_dir if model == "demo" else sliding_window_dir
     ref = ReferenceLoop(path)
     engine = _engine(path, shared_prompt="on")
-    engine.scorer.varlen_fn = reference_varlen
+    engine.scorer.runner.varlen_fn = reference_varlen
     records = [{"prompt": c[:-1], "responses": [c[-1]["content"], "yes", "seven apples and a friend"]}
                for c in conversations[:30] if len(c) > 1]
     items = [it for r in records for it in items_from_raw(r)] + conversation_items(conversations[30:60])
@@ -201,7 +201,7 @@ def test_compiled_packed_forward_matches_reference(demo_dir, conversations, refe
     cfg = RMConfig(model={"name": str(demo_dir), "device": "cpu", "dtype": "float32", "compile": True},
                    batching={"packing": "on", "max_batch_tokens": 900})
     engine = ScoringEngine.from_config(cfg)
-    assert engine.packing and engine.scorer.packed_backbone is not engine.scorer.backbone
+    assert engine.packing and engine.scorer.runner.packed_backbone is not engine.scorer.runner.backbone
     stats = []
     results = engine.score_items(conversation_items(conversations), on_batch=stats.append)
     assert len({s.padded_tokens for s in stats}) > 5  # many pack lengths through one compiled model
@@ -231,7 +231,7 @@ def test_gpu_packed_and_shared_match_reference(demo_dir, dtype, attn, tol):
                    batching={"packing": "on", "shared_prompt": "on"})
     engine = ScoringEngine.from_config(cfg)
     assert engine.packing and engine.shared_prompt
-    assert (engine.scorer.varlen_fn is not None) == (attn == "flash_attention_2")
+    assert (engine.scorer.runner.varlen_fn is not None) == (attn == "flash_attention_2")
     convs = varied_conversations(120, seed=5)
     records = [{"prompt": c[:-1], "responses": [c[-1]["content"], "seven", "the answer is twelve"]}
                for c in convs if len(c) > 1][:40]

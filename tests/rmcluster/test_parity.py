@@ -94,8 +94,8 @@ def test_masked_path_matches_reference(demo_dir, conversations, reference):
     """The attention-mask path used for non-causal models gives the same scores."""
     _, expected = reference
     engine = _engine(demo_dir, 16384, packing="off")
-    assert engine.scorer.causal
-    engine.scorer.causal = False
+    assert engine.scorer.runner.causal
+    engine.scorer.runner.causal = False
     got = [r.score for r in engine.score_items(conversation_items(conversations[:100]))]
     assert max(abs(g - e) for g, e in zip(got, expected[:100])) < TOL
 

@@ -197,10 +197,10 @@ class _PoisonScorer(SequenceClassifierScorer):
 
     poison: int
 
-    def forward_packed(self, units):
+    def forward_packed(self, units, items):
         if any(self.poison in t for u in units for t in u.tails):
             raise RuntimeError("injected failure")
-        return super().forward_packed(units)
+        return super().forward_packed(units, items)
 
 
 def test_failing_response_fails_alone_within_its_shared_group(demo_dir):

@@ -51,3 +51,46 @@ def test_score_request_takes_exactly_one_shape():
                 {"responses": ["a"]}, {"prompt": "p", "responses": ["a"], "chosen": "c", "rejected": "r"}):
         with pytest.raises(ValidationError):
             ScoreRequest.model_validate(bad)
+
+
+def test_score_request_takes_several_pairs_and_groups_as_records():
+    pairs = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": ["s1", "s2"], "rejected": "c"}]
+    request = ScoreRequest.model_validate({"pairs": pairs})
+    assert [type(r).__name__ for r in request.records()] == ["PairRecord", "PairRecord"]
+    request = ScoreRequest.model_validate({"groups": [{"prompt": "p", "responses": ["a", "b"]}]})
+    assert [len(r.responses) for r in request.records()] == [2]
+    for bad in ({"pairs": pairs, "prompt": "p"}, {"pairs": pairs, "groups": []},
+                {"pairs": [{"prompt": "p", "chosen": "a"}]}):
+        with pytest.raises(ValidationError):
+            ScoreRequest.model_validate(bad)
+
+
+def test_the_http_client_sends_pairs_and_groups_as_records_not_conversations():
+    """What goes on the wire: the server must see each pair whole (shared prompts, pairwise judges)."""
+    import json
+
+    import httpx
+
+    from rmcluster.client import RewardClient
+
+    sent = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        (shape, records), = body.items()
+        n = {"pairs": lambda r: 2, "groups": lambda r: len(r["responses"]), "conversations": lambda r: 1}[shape]
+        scores = [float(k) for k in range(sum(n(r) for r in records))]
+        results = [{"score": s, "num_tokens": 1, "truncated": False} for s in scores]
+        return httpx.Response(200, json={"model": "m", "scores": scores, "results": results,
+                                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+    client = RewardClient("http://rm", chunk_size=4)
+    client._http = httpx.Client(base_url="http://rm", transport=httpx.MockTransport(server))
+    pairs = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(3)]
+    assert client.score_pairs(pairs) == [[0.0, 1.0], [2.0, 3.0], [0.0, 1.0]]  # chunks of at most 4 items
+    assert [list(b) for b in sent] == [["pairs"], ["pairs"]] and [len(b["pairs"]) for b in sent] == [2, 1]
+    sent.clear()
+    groups = [{"prompt": "p", "responses": ["a", "b", "c"]}, {"prompt": "q", "responses": ["d", "e"]}]
+    assert client.score_responses(groups) == [[0.0, 1.0, 2.0], [0.0, 1.0]]
+    assert [list(b) for b in sent] == [["groups"], ["groups"]]
