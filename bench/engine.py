@@ -313,9 +313,9 @@ def main(argv=None) -> None:
                     help="'cpu': process CPU time; with --threads 1 it compares methods fairly on a busy machine, "
                     "where other processes preempt the threads of a parallel op and wall times mean little")
     ap.add_argument("--profile", metavar="METHOD", help="profile one method per mix instead of timing all")
-    ap.add_argument("--kinds", default="custom",
-                    help="comma-separated kind rows on the realistic mix, each against its own loop (bench/kinds.py: "
-                    "custom); '' for none")
+    ap.add_argument("--kinds", default="custom,judge,pairwise,dpo",
+                    help="comma-separated kind rows, each against its own loop (bench/kinds.py: custom on the "
+                    "realistic mix; judge, pairwise, dpo on best-of-8); '' for none")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -382,8 +382,9 @@ def main(argv=None) -> None:
     if args.kinds and not args.profile:
         from bench.kinds import run_kinds
 
-        n = args.n or 96 * (2 if gpu else 1)
-        report["kinds"] = run_kinds(args.kinds.split(","), "small", make_mix("realistic", n), args.rounds)
+        scale = 2 if gpu else 1
+        report["kinds"] = run_kinds(args.kinds.split(","), "small", make_mix("realistic", 96 * scale),
+                                    make_mix("best-of-8", 64 * scale), args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -26,7 +26,8 @@ class RemoteCodeRefused(ValueError):
 
 
 # `model.name: demo` per kind: the embedded demo checkpoint of that kind (rmcluster/demo_kinds.py).
-DEMO_CHECKPOINT_OF_KIND = {"custom_classifier": "armo", "process_reward": "qwen_prm"}
+DEMO_CHECKPOINT_OF_KIND = {"custom_classifier": "armo", "process_reward": "qwen_prm", "generative_judge": "causal_lm",
+                           "dpo": "causal_lm", "dpo_reference": "causal_lm_reference"}
 
 
 def resolve_model_path(name: str, kind: str = "sequence_classifier") -> str:

@@ -165,6 +165,90 @@ class ProcessRewardModel(ModelBase):
         return KindEncoding(step_token=self.step_token)
 
 
+class GenerateConfig(StrictModel):
+    """A judge that reasons before its verdict: greedy generation up to the answer prefix."""
+
+    max_new_tokens: int = Field(512, ge=1, description="Longest rationale, in tokens (giving it turns reasoning on).")
+    temperature: float = Field(0.0, ge=0, le=0, description="Greedy only (0): a score must be reproducible.")
+
+
+class GenerativeJudgeModel(ModelBase):
+    """LLM judges read from their vocabulary: the verdict tokens' probabilities after the judge prompt."""
+
+    kind: Literal["generative_judge"]
+    mode: Optional[Literal["pointwise", "pairwise"]] = Field(
+        None, description="pointwise: each response judged alone; pairwise: pairs and best-of-N judged as "
+        "comparisons, both orders. Unset: the preset's (pointwise for a template file).",
+    )
+    template: str = Field(
+        "pointwise_yes_no", description="A preset (pairwise_mtbench, pointwise_yes_no, grade_1_5) or a Jinja file "
+        "rendering the judge's user message from {{ prompt }} and {{ response }} (pairwise: {{ response_a }}, "
+        "{{ response_b }}); the file's text is used verbatim but for one trailing newline.",
+    )
+    system: Optional[str] = Field(None, description="The judge's system message; unset: the preset's; '' for none.")
+    answer_prefix: Optional[str] = Field(
+        None, description="Text that starts the judge's answer, its tokens appended as if generated (e.g. '[['); "
+        "unset: the preset's ('' for a template file).",
+    )
+    verdicts: Optional[list[str]] = Field(
+        None, description="Candidate answers, the positive first: Yes No; A B (pairwise); 1 2 3 4 5 (grades: the "
+        "score is the expected grade). Unset: the preset's (Yes No for a template file).",
+    )
+    generate: Optional[GenerateConfig] = Field(
+        None, description="Reason first (RM-R1, Prometheus with feedback): slow next to one pass.")
+
+    @property
+    def auto_class_name(self) -> str:
+        return "AutoModelForCausalLM"
+
+    @property
+    def resolved_mode(self) -> str:
+        from .judging import PRESETS
+
+        preset = PRESETS.get(self.template)
+        return self.mode or (preset.mode if preset else "pointwise")
+
+    @property
+    def resolved_system(self) -> Optional[str]:
+        from .judging import PRESETS
+
+        preset = PRESETS.get(self.template)
+        return (self.system if self.system is not None else (preset.system if preset else None)) or None
+
+    @model_validator(mode="after")
+    def _fits_the_preset(self) -> "GenerativeJudgeModel":
+        from .judging import PRESETS
+
+        preset = PRESETS.get(self.template)
+        if preset is not None and self.mode is not None and self.mode != preset.mode:
+            raise ValueError(f"template {self.template} is {preset.mode}; mode {self.mode} does not fit it")
+        if self.generate is not None and not (self.answer_prefix if self.answer_prefix is not None
+                                              else (preset.answer_prefix if preset else "")):
+            raise ValueError("generate needs an answer_prefix: the verdict is read where the judge writes it")
+        return self
+
+
+class DPOModel(ModelBase):
+    """A DPO-trained policy scored by implicit reward against its reference (RewardBench's DPO)."""
+
+    kind: Literal["dpo"]
+    reference: Optional[str] = Field(
+        None, description="The reference model (the policy's SFT model): an HF id or path ('demo' for the demo "
+        "policy's); unset: reference-free.",
+    )
+    beta: float = Field(1.0, gt=0, description="Multiplies the log-ratio (TRL's DPO beta; RewardBench uses 1).")
+    reference_free: Literal["sum", "avg", "norm"] = Field(
+        "sum", description="Without a reference: the response log-probs' sum, average, or minus their L2 norm.",
+    )
+
+    @property
+    def auto_class_name(self) -> str:
+        return "AutoModelForCausalLM"
+
+    def encoding(self, checkpoint: dict[str, Any]) -> KindEncoding:
+        return KindEncoding(require_prompt=True)
+
+
 def _model_shorthand(value: Any) -> Any:
     # `model: Skywork/...` is shorthand for `model: {name: Skywork/...}`, and a model without a kind is a
     # sequence classifier (the only place either is expanded).
@@ -176,7 +260,7 @@ def _model_shorthand(value: Any) -> Any:
 
 
 ModelConfig = Annotated[
-    Union[SequenceClassifierModel, CustomClassifierModel, ProcessRewardModel],
+    Union[SequenceClassifierModel, CustomClassifierModel, ProcessRewardModel, GenerativeJudgeModel, DPOModel],
     BeforeValidator(_model_shorthand),
     Field(discriminator="kind"),
 ]

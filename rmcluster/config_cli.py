@@ -39,15 +39,15 @@ def _leaves(model_cls: type[BaseModel], prefix: Path = ()) -> Iterator[tuple[Pat
         if len(members) == 1:
             yield from _leaves(members[0], prefix + (name,))
         elif members:
-            seen: dict[str, tuple[FieldInfo, list[str]]] = {}
+            seen: dict[Path, tuple[FieldInfo, list[str]]] = {}
             for member in members:
                 kind = typing.get_args(member.model_fields["kind"].annotation)[0]
-                for (leaf,), f, _ in _leaves(member):
-                    seen.setdefault(leaf, (f, []))[1].append(kind)
-            for leaf, (f, kinds) in seen.items():
-                if leaf == "kind":  # one flag whose choices are every member's kind
+                for sub, f, _ in _leaves(member):  # a kind's own sections (a judge's `generate`) nest
+                    seen.setdefault(sub, (f, []))[1].append(kind)
+            for sub, (f, kinds) in seen.items():
+                if sub == ("kind",):  # one flag whose choices are every member's kind
                     f = FieldInfo.merge_field_infos(f, annotation=Literal[tuple(kinds)])
-                yield prefix + (name, leaf), f, [] if len(kinds) == len(members) else kinds
+                yield prefix + (name, *sub), f, [] if len(kinds) == len(members) else kinds
         else:
             yield prefix + (name,), field, []
 

@@ -71,6 +71,7 @@ class KindEncoding:
 
     append_ids: tuple[int, ...] = ()  # appended after the templated conversation (InternLM2's reward token)
     step_token: Optional[str] = None  # process rewards: joins a response's steps; must be in every item
+    require_prompt: bool = False  # DPO: every item needs its response tokens, after an exact prompt prefix
 
 
 class Encoder:

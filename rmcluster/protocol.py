@@ -82,6 +82,7 @@ class ItemScore(BaseModel):
     values: Optional[dict[str, float]] = Field(
         None, description="Named outputs: objectives (custom classifiers), labels (id2label), verdicts.")
     step_scores: Optional[list[float]] = Field(None, description="Process reward models: one score per step.")
+    rationale: Optional[str] = Field(None, description="Judges that reason first: what they wrote before the verdict.")
 
 
 class Usage(BaseModel):

@@ -26,6 +26,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("logits", pa.list_(pa.float32())),  # sequence classifiers: all labels
         pa.field("values", pa.map_(pa.string(), pa.float64())),  # named outputs: objectives, labels; or null
         pa.field("step_scores", pa.list_(pa.float64())),  # process reward models: one per step; else null
+        pa.field("rationale", pa.string()),  # judges that reason first: what they wrote before the verdict
         pa.field("num_tokens", pa.int64()),
         pa.field("truncated", pa.bool_()),
         pa.field("error", pa.string()),  # null, or why this item has no score
@@ -54,6 +55,7 @@ def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, 
         "logits": result.logits,
         "values": out.values if out is not None else None,
         "step_scores": out.step_scores if out is not None else None,
+        "rationale": out.rationale if out is not None else None,
         "num_tokens": result.num_tokens,
         "truncated": result.truncated,
         "error": result.error,

@@ -42,8 +42,28 @@ def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict[str
         qs = pc.quantile(scores, q=list(QUANTILES)).to_pylist()
         out["score_quantiles"] = {f"p{round(q * 100)}": v for q, v in zip(QUANTILES, qs)}
     out.update(value_stats(ok))
+    out.update(judge_stats(ok))
     out.update(pair_stats(ok))
     return out
+
+
+def judge_stats(ok: pa.Table) -> dict[str, Any]:
+    """Pairwise judges: how often the verdict follows the position rather than the content.
+
+    Each comparison ran in both orders; it is position-biased when its first response wins in one
+    order and loses in the other. Counted once per comparison (rejected rows mirror chosen ones).
+    """
+    if "values" not in ok.column_names or ok.num_rows == 0:
+        return {}
+    first = ok.filter(pc.invert(pc.fill_null(pc.equal(ok["label"], "rejected"), False)))
+    as_a = pc.map_lookup(first["values"], "p_win_as_a", "first")
+    as_b = pc.map_lookup(first["values"], "p_win_as_b", "first")
+    both = pc.and_(pc.is_valid(as_a), pc.is_valid(as_b))
+    n = pc.sum(pc.cast(both, pa.int64())).as_py() or 0
+    if not n:
+        return {}
+    flips = pc.not_equal(pc.greater(as_a.filter(both), 0.5), pc.greater(as_b.filter(both), 0.5))
+    return {"judge": {"comparisons": n, "position_bias": (pc.sum(pc.cast(flips, pa.int64())).as_py() or 0) / n}}
 
 
 def value_stats(ok: pa.Table) -> dict[str, Any]:

@@ -120,14 +120,27 @@ class ChatEncoder(Encoder):
         if self.step_token_id is not None and self.step_token_id not in ids:
             raise ItemError(f"no step separator {self.kind.step_token!r} in the item: send the final message as a "
                             "list of steps, or put the separator after each step")
+        need_prompt = self.kind.require_prompt
         if len(ids) <= self.max_length:
-            return EncodedItem(ids, prompt_tokens=self.shared_prompt_tokens(item, ids) if self.share_prompts else 0)
+            prompt = self.shared_prompt_tokens(item, ids) if self.share_prompts or need_prompt else 0
+            return EncodedItem(ids, prompt_tokens=self._required(prompt) if need_prompt else prompt)
         if self.on_overflow != "truncate_left":
             raise ItemError(
                 f"item is {len(ids)} tokens, over max_length {self.max_length} (on_overflow=error); "
                 "raise max_length or set on_overflow=truncate_left"
             )
-        return EncodedItem(self.truncate_left(ids, self.final_message_start(item, ids)), truncated=True)
+        kept = self.truncate_left(ids, self.final_message_start(item, ids))
+        if not need_prompt:
+            return EncodedItem(kept, truncated=True)
+        # Truncation drops prompt tokens only, so the response starts that many tokens earlier.
+        full = self._required(self.shared_prompt_tokens(item, ids))
+        return EncodedItem(kept, truncated=True, prompt_tokens=self._required(full - (len(ids) - len(kept))))
+
+    def _required(self, prompt_tokens: int) -> int:
+        if prompt_tokens <= 0:
+            raise ItemError("the templated prompt is not an exact token prefix of the conversation (or there is no "
+                            "prompt), so the response tokens are not defined; this kind scores the tokens after it")
+        return prompt_tokens
 
     def _join_steps(self, item: ScoreItem) -> ScoreItem:
         """A final message given as steps, as one assistant message: each step followed by the separator."""

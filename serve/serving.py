@@ -171,7 +171,7 @@ def _item_score(result: ScoreResult) -> ItemScore:
     out = result.output
     assert out is not None
     return ItemScore(score=out.score, num_tokens=result.num_tokens, truncated=result.truncated, logits=out.logits,
-                     values=out.values, step_scores=out.step_scores)
+                     values=out.values, step_scores=out.step_scores, rationale=out.rationale)
 
 
 def _items(records: Iterable[AnyRecord]) -> list[list[ScoreItem]]:

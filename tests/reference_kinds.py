@@ -7,6 +7,7 @@ checkpoint path. Models and tokenizers are loaded once per path (float32, sdpa, 
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import torch
@@ -103,3 +104,78 @@ def math_shepherd_reference(
     logits = model(ids).logits[:, :, [good_id, bad_id]]
     scores = logits.softmax(dim=-1)[:, :, 0]
     return scores[ids == tag_id].tolist()
+
+
+@torch.no_grad()
+def judge_reference(path, messages: Conversation, answer_prefix: str, verdicts: list[str]) -> list[float]:
+    """A one-pass judge, plainly: the judge chat with its generation prompt, then the answer prefix's
+    tokens; the logits at the last position, read at each verdict's token (the token after the prefix)."""
+    model, tokenizer = load(str(path), AutoModelForCausalLM, False)
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    # As if the judge had written the prefix text and then a verdict: the tokens of prefix + verdict.
+    split = [tokenizer(answer_prefix + v, add_special_tokens=False)["input_ids"] for v in verdicts]
+    prefix, verdict_ids = split[0][:-1], [t[-1] for t in split]
+    logits = model(torch.tensor([ids + prefix])).logits[0, -1]
+    return [logits[v].item() for v in verdict_ids]
+
+
+@torch.no_grad()
+def reasoning_judge_reference(path, messages: Conversation, answer_prefix: str, verdicts: list[str],
+                              max_new_tokens: int) -> tuple[list[float], str]:
+    """A judge that reasons first, one item at a time: greedy `generate` for max_new_tokens (or to EOS),
+    cut at the first answer prefix it wrote (else append the prefix), then the verdict logits there."""
+    model, tokenizer = load(str(path), AutoModelForCausalLM, False)
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    # An explicit mask: without one, generate takes every pad-id token for padding (and pad may be BOS's id).
+    prompt = torch.tensor([ids])
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.eos_token_id)[0, len(ids):].tolist()
+    split = [tokenizer(answer_prefix + v, add_special_tokens=False)["input_ids"] for v in verdicts]
+    prefix = split[0][:-1]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    rationale = out
+    for end, token in enumerate(out):
+        if token in eos:
+            rationale = out[:end]
+            break
+        if out[max(0, end + 1 - len(prefix)) : end + 1] == prefix and end + 1 >= len(prefix):
+            rationale = out[: end + 1 - len(prefix)]
+            break
+    verdict_ids = [t[-1] for t in split]
+    logits = model(torch.tensor([ids + rationale + prefix])).logits[0, -1]
+    return [logits[v].item() for v in verdict_ids], tokenizer.decode(rationale, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def response_logps(path, prompt: Conversation, response: Conversation) -> list[float]:
+    """DPO's per-token log-probs of the response tokens, one conversation at a time: log_softmax of the
+    logits at each position, gathered at the next token, over the tokens after the templated prompt."""
+    model, tokenizer = load(str(path), AutoModelForCausalLM, False)
+    full = chat_ids(tokenizer, prompt + response)[0]
+    head = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)
+    start = len(head["input_ids"] if hasattr(head, "keys") else head)
+    assert full[:start].tolist() == list(head["input_ids"] if hasattr(head, "keys") else head)
+    logps = model(full[None]).logits[0].float().log_softmax(-1)
+    return [logps[t - 1, full[t]].item() for t in range(start, len(full))]
+
+
+def judge_messages(system: str | None, template: str, **fields) -> Conversation:
+    """A judge's chat: the system message, then the user message rendered from the Jinja template."""
+    import jinja2
+
+    user = jinja2.Template(template, keep_trailing_newline=True).render(**fields)
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def pairwise_judge_reference(path, system, template, prefix: str, prompt: str, first: str, second: str):
+    """(the first response's log-odds of winning, P(win as A), P(win as B)) from both orders, plainly."""
+    a, b = judge_reference(path, judge_messages(system, template, prompt=prompt, response_a=first, response_b=second),
+                           prefix, ["A", "B"])
+    c, d = judge_reference(path, judge_messages(system, template, prompt=prompt, response_a=second, response_b=first),
+                           prefix, ["A", "B"])
+    as_a, as_b = 1 / (1 + math.exp(b - a)), 1 / (1 + math.exp(c - d))
+    p = (as_a + as_b) / 2
+    return math.log(p / (1 - p)), as_a, as_b

@@ -25,6 +25,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "custom_classifier": ("rmcluster.scorers.custom_classifier:CustomClassifierScorer.from_config",
                           "rmcluster.templating:ChatEncoder.from_config"),
     "process_reward": ("rmcluster.scorers.process_reward:build", "rmcluster.templating:ChatEncoder.from_config"),
+    "generative_judge": ("rmcluster.scorers.generative_judge:GenerativeJudgeScorer.from_config",
+                         "rmcluster.judging:JudgeEncoder.from_config"),
+    "dpo": ("rmcluster.scorers.dpo:DPOScorer.from_config", "rmcluster.templating:ChatEncoder.from_config"),
 }
 
 
