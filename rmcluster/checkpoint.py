@@ -84,6 +84,14 @@ def max_positions(config: dict[str, Any]) -> int:
     return DEFAULT_MAX_POSITIONS
 
 
+def vocab_size(config: dict[str, Any]) -> Optional[int]:
+    """The model's embedding rows (multimodal configs nest them in text_config); None if config.json says not."""
+    for scope in (config, config.get("text_config") or {}):
+        if isinstance(scope.get("vocab_size"), int):
+            return int(scope["vocab_size"])
+    return None
+
+
 def check_remote_code(name: str, config: dict[str, Any], auto_class: str, trusted: bool) -> bool:
     """Whether `auto_class` loads custom code from the checkpoint; refuse it unless `trusted`."""
     remote = auto_class in (config.get("auto_map") or {})

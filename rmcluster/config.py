@@ -92,6 +92,11 @@ class SequenceClassifierModel(ModelBase):
     num_labels: Optional[int] = Field(
         None, ge=1, description="Override the checkpoint's num_labels; unset keeps the checkpoint's head."
     )
+    fp32_head: bool = Field(
+        False, description="Apply the score head in float32 to the (bf16) hidden state. A bf16 head rounds scores "
+        "to steps of 1/16 between 8 and 16, which ties best-of-N picks; float32 keeps them apart, but no longer "
+        "equals the bf16 reference loop bit for bit (off by default, for parity).",
+    )
 
 
 def _position_or_name(value: Any) -> Any:

@@ -130,6 +130,8 @@ class ScoringEngine:
         start = time.perf_counter()
         outcome = self._forward(units, packed, encoded, members)
         if isinstance(outcome, Exception):
+            if _poisons_device(outcome):  # every later call fails too: retrying item by item blames the innocent
+                raise outcome
             if len(members) == 1:
                 e = encoded[members[0]]
                 log.warning("item failed in %s forward: %s", "packed" if packed else "padded", outcome)
@@ -166,6 +168,18 @@ class ScoringEngine:
 
     def health(self) -> None:
         self.scorer.health()
+
+
+def _poisons_device(err: Exception) -> bool:
+    """CUDA errors that leave the context unusable (a device-side assert, an illegal access), unlike OOM."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return False
+    if isinstance(err, getattr(torch, "AcceleratorError", ())):
+        return True
+    text = str(err)
+    return "device-side assert" in text or "illegal memory access" in text
 
 
 def _release_device_memory() -> None:

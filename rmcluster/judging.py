@@ -120,7 +120,9 @@ class JudgeEncoder(ChatEncoder):
 
     @classmethod
     def from_config(cls, config: "RMConfig") -> "JudgeEncoder":
-        from .checkpoint import check_remote_code, load_tokenizer, max_positions, model_config, resolve_model_path
+        from .checkpoint import (
+            check_remote_code, load_tokenizer, max_positions, model_config, resolve_model_path, vocab_size,
+        )
         from .config import GenerativeJudgeModel
 
         m, tok = config.model, config.tokenization
@@ -129,11 +131,13 @@ class JudgeEncoder(ChatEncoder):
         checkpoint = model_config(path, m.revision)
         check_remote_code(m.name, checkpoint, m.auto_class_name, m.trust_remote_code)
         preset = PRESETS.get(m.template)
-        return cls(load_tokenizer(path, m.revision, m.trust_remote_code), tok.max_length or max_positions(checkpoint),
+        encoder = cls(load_tokenizer(path, m.revision, m.trust_remote_code), tok.max_length or max_positions(checkpoint),
                    m.resolved_mode, template_text(m.template), m.resolved_system,
                    m.answer_prefix if m.answer_prefix is not None else (preset.answer_prefix if preset else ""),
                    m.verdicts or (preset.verdicts if preset else ("Yes", "No")), generating=m.generate is not None,
-                   share_prompts=config.batching.shared_prompt != "off")
+                      share_prompts=config.batching.shared_prompt != "off")
+        encoder.vocab_size = vocab_size(checkpoint)
+        return encoder
 
     # -- prompts --------------------------------------------------------------------------------------
     def _judge_ids(self, **fields: str) -> EncodedItem:
@@ -142,6 +146,7 @@ class JudgeEncoder(ChatEncoder):
         ids = self.conversation_ids(messages, add_generation_prompt=True)
         if not self.generating:  # a reasoning judge writes its own rationale, then the prefix
             ids += self.prefix_ids
+        self.check_vocabulary(ids)
         if len(ids) > self.max_length:
             raise ItemError(f"the judge prompt is {len(ids)} tokens, over max_length {self.max_length}")
         return EncodedItem(ids)
@@ -150,6 +155,7 @@ class JudgeEncoder(ChatEncoder):
         """A pointwise judgement of one item: its prompt and its final response in the template."""
         if item.text is not None:  # already a full judge prompt (templated)
             ids = self.text_ids(item.text, item.add_special_tokens) + ([] if self.generating else self.prefix_ids)
+            self.check_vocabulary(ids)
             return EncodedItem(ids)
         prompt, response = _split(item)
         return self._judge_ids(prompt=prompt, response=response)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -54,6 +55,52 @@ def flash_varlen_fn() -> Optional[VarlenFn]:
         return None
     fn: VarlenFn = flash_attn_varlen_func
     return fn
+
+
+def torch_varlen_fn() -> Optional[VarlenFn]:
+    """torch's own varlen FlashAttention (CUDA, bf16/fp16, sm80+), behind flash-attn's calling convention;
+    None where this torch has none. Without it, CUDA without flash-attn would run one attention call
+    per segment per layer (thousands of kernel launches per pack)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    takes_gqa = "enable_gqa" in inspect.signature(varlen_attn).parameters
+
+    def call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor, max_q: int,
+             max_k: int, dropout_p: float = 0.0, softmax_scale: Optional[float] = None, causal: bool = True,
+             window_size: tuple[int, int] = (-1, 0), softcap: Optional[float] = None) -> torch.Tensor:
+        if softcap is not None:
+            raise NotImplementedError("torch varlen attention has no logit softcap; install flash-attn")
+        if not causal:
+            raise NotImplementedError("segment attention is causal only")
+        extra: dict[str, Any] = {}
+        if q.shape[1] != k.shape[1]:
+            if takes_gqa:
+                extra["enable_gqa"] = True
+            else:  # an older torch: give every query head its own copy of its key/value head
+                group = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        # A tuple: (left, 0) is causal (a list would be read as no window at all).
+        left = window_size[0] if window_size[0] >= 0 else -1
+        out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=softmax_scale, window_size=(int(left), 0), **extra)
+        return out[0] if isinstance(out, tuple) else out
+
+    return call
+
+
+def varlen_kernel(model: torch.nn.Module, device: torch.device) -> Optional[VarlenFn]:
+    """The whole-pack kernel for a model's packed forwards, or None for sdpa per segment (CPU, fp32, old GPUs):
+    flash-attn's for flash_attention_2 models, else torch's own on CUDA sm80+ in half precision."""
+    if device.type != "cuda" or getattr(model, "dtype", None) not in (torch.float16, torch.bfloat16):
+        return None
+    if getattr(model.config, "_attn_implementation", None) == "flash_attention_2":
+        fn = flash_varlen_fn()
+        if fn is not None:
+            return fn
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return None
+    return torch_varlen_fn()
 
 
 def segment_attention_forward(
@@ -93,6 +140,7 @@ def segment_attention_forward(
 def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: Optional[float],
                  window: Optional[int]) -> torch.Tensor:
     gqa = q.shape[1] != k.shape[1]
+    group = q.shape[1] // k.shape[1]
     out = q.new_empty(1, q.shape[2], q.shape[1], v.shape[-1])
     for s in layout.segments:
         q_s = q[:, :, s.start:s.end]
@@ -104,7 +152,9 @@ def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.
         q_len, kv_len = q_s.shape[2], k_s.shape[2]
         if s.prefix_len or (window is not None and kv_len > window):
             mask = layout.causal_mask(q_len, kv_len, window, q.device)
-            o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling, enable_gqa=gqa)
+            if gqa:  # masked SDPA with enable_gqa falls off the fast kernels: expand K/V to the query heads
+                k_s, v_s = k_s.repeat_interleave(group, dim=1), v_s.repeat_interleave(group, dim=1)
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling)
         else:  # the fast, maskless causal kernel
             o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, enable_gqa=gqa)
         out[0, s.start:s.end] = o[0].transpose(0, 1)

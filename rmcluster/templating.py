@@ -39,8 +39,11 @@ class ChatEncoder(Encoder):
     """Templating, tokenization and the truncation policy for one tokenizer."""
 
     def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True,
-                 kind: KindEncoding = KindEncoding()):
+                 kind: KindEncoding = KindEncoding(), vocab_size: Optional[int] = None):
         self.tokenizer = tokenizer
+        # The model's embedding size: a tokenizer can hold more tokens than the model has rows for, and an
+        # out-of-range id poisons every later CUDA call (a device-side assert), so it must never reach a forward.
+        self.vocab_size = vocab_size
         self.max_length = max_length
         self.on_overflow = on_overflow
         self.share_prompts = share_prompts
@@ -59,7 +62,9 @@ class ChatEncoder(Encoder):
     @classmethod
     def from_config(cls, config: "RMConfig") -> "ChatEncoder":
         """The model's tokenizer and context length, read from its files (no weights, no torch)."""
-        from .checkpoint import check_remote_code, load_tokenizer, max_positions, model_config, resolve_model_path
+        from .checkpoint import (
+            check_remote_code, load_tokenizer, max_positions, model_config, resolve_model_path, vocab_size,
+        )
 
         m, tok = config.model, config.tokenization
         path = resolve_model_path(m.name, m.kind)
@@ -68,7 +73,7 @@ class ChatEncoder(Encoder):
         max_length = tok.max_length or max_positions(checkpoint)
         tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
         return cls(tokenizer, max_length, tok.on_overflow, config.batching.shared_prompt != "off",
-                   m.encoding(checkpoint))
+                   m.encoding(checkpoint), vocab_size(checkpoint))
 
     # -- tokenization -------------------------------------------------------------------------
     def conversation_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
@@ -117,6 +122,7 @@ class ChatEncoder(Encoder):
         if not ids:
             raise ItemError("item tokenizes to zero tokens")
         ids += self.kind.append_ids
+        self.check_vocabulary(ids)
         if self.step_token_id is not None and self.step_token_id not in ids:
             raise ItemError(f"no step separator {self.kind.step_token!r} in the item: send the final message as a "
                             "list of steps, or put the separator after each step")
@@ -141,6 +147,12 @@ class ChatEncoder(Encoder):
             raise ItemError("the templated prompt is not an exact token prefix of the conversation (or there is no "
                             "prompt), so the response tokens are not defined; this kind scores the tokens after it")
         return prompt_tokens
+
+    def check_vocabulary(self, ids: Sequence[int]) -> None:
+        if self.vocab_size is not None and ids and (max(ids) >= self.vocab_size or min(ids) < 0):
+            bad = max(ids) if max(ids) >= self.vocab_size else min(ids)
+            raise ItemError(f"token id {bad} is outside the model's vocabulary (0..{self.vocab_size - 1}); the "
+                            "tokenizer has tokens the model has no embedding for")
 
     def _join_steps(self, item: ScoreItem) -> ScoreItem:
         """A final message given as steps, as one assistant message: each step followed by the separator."""

@@ -58,7 +58,7 @@ class DecoderRunner:
             self.supports_packing = self._packing_matches()
         log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s)", name, self.causal,
                  "without" if self.causal else "with", "supported" if self.supports_packing else "unsupported",
-                 "flash-attn varlen" if self.varlen_fn else "sdpa per segment")
+                 "varlen kernel" if self.varlen_fn else "sdpa per segment")
 
     @property
     def device_type(self) -> str:
@@ -111,12 +111,10 @@ class DecoderRunner:
 
     # -- probes --------------------------------------------------------------------------------------
     def _varlen_kernel(self) -> Optional["VarlenFn"]:
-        """flash-attn's varlen kernel for flash_attention_2 models on CUDA; None means sdpa per segment."""
-        from ..segment_attention import flash_varlen_fn
+        """A whole-pack varlen kernel (flash-attn's, else torch's, on CUDA); None means sdpa per segment."""
+        from ..segment_attention import varlen_kernel
 
-        flash = self.model.config._attn_implementation == "flash_attention_2"
-        half = self.model.dtype in (torch.float16, torch.bfloat16)
-        return flash_varlen_fn() if flash and half and self.device_type == "cuda" else None
+        return varlen_kernel(self.model, self.input_device)
 
     def probe_tolerance(self) -> float:
         return 1e-3 if self.model.dtype == torch.float32 else 3e-2
@@ -129,6 +127,9 @@ class DecoderRunner:
         full = self._hidden(ids)[0, 15].float()
         prefix = self._hidden(ids[:, :16])[0, 15].float()
         rel = ((full - prefix).abs().max() / prefix.abs().max().clamp_min(1e-6)).item()
+        if rel >= self.probe_tolerance():  # it turns packing and maskless padding off: say by how much
+            log.warning("%s: appending tokens changed an earlier hidden state (rel %.1e >= %.0e): treated as not "
+                        "causal, so no packing and masked padded batches", self.name, rel, self.probe_tolerance())
         return bool(rel < self.probe_tolerance())
 
     @torch.inference_mode()

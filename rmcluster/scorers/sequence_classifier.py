@@ -8,6 +8,7 @@ token batch too.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class SequenceClassifierScorer(DecoderScorer):
-    def __init__(self, model: Any, encoder: ChatEncoder, model_name: str, compile: bool = False):
+    def __init__(self, model: Any, encoder: ChatEncoder, model_name: str, compile: bool = False,
+                 fp32_head: bool = False):
         head = getattr(model, "score", None)
         if not isinstance(head, torch.nn.Module):
             raise ValueError(
@@ -30,7 +32,9 @@ class SequenceClassifierScorer(DecoderScorer):
                 "supports decoder reward models (Llama, Mistral, Qwen, Gemma, ...). A checkpoint with its own "
                 "head code takes model.kind: custom_classifier."
             )
-        self.head = head
+        # A float32 copy: the model's own head (and its bf16 parity with the reference loop) stays as it is.
+        self.head = copy.deepcopy(head).float() if fp32_head else head
+        self.fp32_head = fp32_head
         self.encoder = encoder
         self.output_names = _label_names(model.config)
         super().__init__(DecoderRunner(model, encoder.tokenizer.pad_token_id, model_name, compile), model_name)
@@ -41,12 +45,14 @@ class SequenceClassifierScorer(DecoderScorer):
 
         labels = getattr(config.model, "num_labels", None)
         model, _ = load_model(config.model, **({"num_labels": labels} if labels is not None else {}))
-        return cls(model, encoder, config.model.name, config.model.compile)
+        return cls(model, encoder, config.model.name, config.model.compile,
+                   bool(getattr(config.model, "fp32_head", False)))
 
     def read(self, hidden: list[torch.Tensor], items: Sequence[EncodedItem]) -> list[ScoreOutput]:
         """The head on each item's last hidden state: score = logit 0, every label's logit, named."""
         out = []
-        for logits in self.head(torch.cat(hidden)).float().cpu().tolist():
+        pooled = torch.cat(hidden)
+        for logits in self.head(pooled.float() if self.fp32_head else pooled).float().cpu().tolist():
             values = dict(zip(self.output_names, logits)) if self.output_names else None
             out.append(ScoreOutput(logits[0], values=values, logits=logits))
         return out

@@ -130,9 +130,12 @@ def test_images_are_this_project_at_its_version():
     assert images == {f"rmcluster:{version}"}
 
 
-def test_dockerfile_installs_the_gpu_extra_and_copies_what_the_manifests_run():
+def test_dockerfile_installs_serve_and_flash_attn_where_it_builds_and_copies_what_the_manifests_run():
     dockerfile = (K8S / "Dockerfile").read_text()
-    assert '".[serve,gpu]"' in dockerfile
+    # A flash-attn build that fails (no wheel, no nvcc) must not fail the image: rmcluster falls back to sdpa.
+    assert '".[serve]"' in dockerfile and '|| echo "flash-attn not installed' in dockerfile
+    for config in ("aws-gpu.yaml", "gcp-gpu.yaml"):
+        assert '|| echo "flash-attn not installed' in (REPO / "cluster" / config).read_text()
     copied = re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", dockerfile, re.M)
     sources = [s for line in copied for s in line.split()]
     assert {"rmcluster", "serve", "jobs", "serve.config.yaml", "pyproject.toml"} <= set(sources)

@@ -29,6 +29,9 @@ def test_bf16_engine_tracks_bf16_reference(demo_dir, attn):
         expected = [ref.model(ref.ids(c).cuda()).logits[0][0].float().item() for c in convs]
     engine = ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir), "attn_implementation": attn}))
     assert engine.scorer.model.dtype == torch.bfloat16 and engine.scorer.device_type == "cuda"
+    # Llama-shaped: the bf16 probes must not switch packing off, and packs run one varlen kernel per layer.
+    assert engine.scorer.supports_packing and engine.packing, "packing is off for a Llama-shaped model"
+    assert engine.scorer.runner.varlen_fn is not None or torch.cuda.get_device_capability() < (8, 0)
     got = [r.score for r in engine.score_items(conversation_items(convs))]
     spread = torch.tensor(expected).std().item()
     drift = max(abs(g - e) for g, e in zip(got, expected))
@@ -36,10 +39,10 @@ def test_bf16_engine_tracks_bf16_reference(demo_dir, attn):
 
 
 def test_auto_resolves_bf16_and_best_attention_on_cuda():
-    from rmcluster.config import ModelConfig
+    from rmcluster.config import SequenceClassifierModel
     from rmcluster.model_loading import resolve
 
-    resolved = resolve(ModelConfig(name="demo"))
+    resolved = resolve(SequenceClassifierModel(name="demo"))
     assert resolved.device.type == "cuda" and resolved.dtype == torch.bfloat16
     assert resolved.attn_implementation == ("flash_attention_2" if flash_attn_available() else "sdpa")
 
