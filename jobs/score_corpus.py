@@ -11,7 +11,8 @@ The job reads in four steps:
   4. write atomic Parquet files into the store, then summary.json and report.html.
 Rerunning the same command on the same output scores only what is missing (see rmcluster/store.py).
 Exit status: 0 done; 1 the error rate exceeded --max-error-rate (the rows are written); 2 bad
-arguments, missing input or unloadable model (checked before any cluster work).
+arguments, missing input, an unloadable model (checked before any cluster work), or another job
+running on the same --output (one job per results store; a killed job's lock is taken over).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
     )
 
 
-def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wall: float, already_done: int) -> dict:
+def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wall: float, already_done: int,
+           took_over: Optional[str] = None) -> dict:
     """Step 4b: one row per key, then summary.json and report.html over the whole store."""
     from rmcluster.report import render_report
 
@@ -142,6 +144,8 @@ def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wa
     summary["run"] = {"rows_written": written["rows"], "files_written": written["files"],
                       "tokens_scored": written["tokens"], "already_stored": already_done,
                       "duplicates_removed": duplicates}
+    if took_over is not None:
+        summary["run"]["lock_taken_over_from"] = took_over  # a killed job's lock, left behind
     summary["model"] = model
     if config.serve.app:
         summary["serve_app"] = config.serve.app
@@ -152,6 +156,22 @@ def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wa
 
 
 def run(config: JobConfig, fs, files: list[str]) -> dict:
+    """Steps 1-4 under the store's lock: one job per output directory (a dead job's lock is taken over)."""
+    from rmcluster.store_lock import StoreLock, StoreLocked
+
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    try:
+        lock = StoreLock(config.output, run_id)
+        lock.acquire()
+    except StoreLocked as err:
+        raise PreflightError(str(err)) from None
+    try:
+        return _run_locked(config, fs, files, run_id, lock.took_over.describe() if lock.took_over else None)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: JobConfig, fs, files: list[str], run_id: str, took_over: Optional[str]) -> dict:
     import ray
 
     from .sink import StoreDatasink
@@ -169,10 +189,9 @@ def run(config: JobConfig, fs, files: list[str]) -> dict:
     done = store.done_keys()  # unique keys: repeats in the store are removed by finish()'s dedupe
     start = time.perf_counter()
     ds = build_dataset(config, fs, files, done, model)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     sink = StoreDatasink(config.output, run_id, config.rows_per_file)
     ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_CPUS})
-    return finish(store, config, model, sink.written, time.perf_counter() - start, int(done.size))
+    return finish(store, config, model, sink.written, time.perf_counter() - start, int(done.size), took_over)
 
 
 def build_parser() -> argparse.ArgumentParser:

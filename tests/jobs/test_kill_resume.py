@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmcluster.store import ResultsStore
+from rmcluster.store_lock import LOCK_FILE
 from tests.jobs.conftest import REPO, job_command, job_env
 from tests.jobs.corpus import assert_store_matches
 
@@ -49,11 +50,13 @@ def test_killed_driver_then_resubmitted_leaves_one_row_per_item(ray_cluster, job
     before = committed_rows(store)
     assert 0 < before < len(reference), "the kill did not land mid-run"
     assert not (out / "summary.json").exists()
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == proc.pid  # the killed job's lock is left behind
 
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=DEADLINE_S)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["already_stored"] > 0
+    assert f"pid {proc.pid}" in summary["run"]["lock_taken_over_from"] and not (out / LOCK_FILE).exists()
     assert summary["items"] == len(reference)
     assert not list((out / "data").glob(".*.tmp"))
     assert_store_matches(out, reference)  # no duplicates, no losses, scores as rmcluster score
