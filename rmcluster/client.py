@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Sequence, TypeVar
 
 from .protocol import (
-    ErrorResponse, InvalidInputError, ItemRejectedError, ScoreResponse, ScoringError, ScoringFailedError,
-    ServiceOverloadedError,
+    ErrorResponse, InvalidInputError, ItemRejectedError, RequestTimeoutError, RequestTooLargeError, ScoreResponse,
+    ScoringError, ScoringFailedError, ServiceOverloadedError,
 )
 
 T = TypeVar("T")
-_ERRORS_BY_STATUS = {422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError}
+_ERRORS_BY_STATUS: dict[int, type[ScoringError]] = {
+    422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError, 413: RequestTooLargeError,
+    408: RequestTimeoutError}
 _HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses"}
 
 
@@ -215,7 +217,11 @@ class HandleRewardClient(_ChunkedScorer):
         self.app_name = app_name
         self.chunk_size, self.max_in_flight, self.timeout_s = chunk_size, max_in_flight, timeout_s
         self.retry = retry or RetryPolicy()
-        self._handle = serve.get_app_handle(app_name)
+        try:
+            self._handle = serve.get_app_handle(app_name)
+        except Exception as err:  # noqa: BLE001 - say how to reach the cluster where the app runs
+            raise RuntimeError(f"no Serve app {app_name!r} here: {err}. A script beside `serve run` joins its "
+                               "cluster with ray.init(address='auto') (RAY_ADDRESS for a remote one).") from err
         self._backpressure = BackPressureError
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
@@ -225,6 +231,9 @@ class HandleRewardClient(_ChunkedScorer):
             try:
                 scores = method.remote(chunk.records).result(timeout_s=self.timeout_s)
                 return list(scores) if shape == "conversations" else [s for part in scores for s in part]
+            except TimeoutError as err:
+                raise TimeoutError(f"no answer from Serve app {self.app_name!r} within {self.timeout_s:g} s. "
+                                   f"{app_problems(self.app_name)}") from err
             except ScoringError as err:  # re-index the failing item into the caller's full list
                 if err.item is None or isinstance(err, ServiceOverloadedError):
                     raise
@@ -244,3 +253,21 @@ class HandleRewardClient(_ChunkedScorer):
         """Result rows as `rmcluster.pipeline.score_records` makes them; bad input becomes error rows."""
         return self.retry.run(lambda: self._handle.score_records.remote(list(records)).result(
             timeout_s=self.timeout_s), self._retryable)
+
+
+def app_problems(app_name: str) -> str:
+    """What Serve says about an app that does not answer: most often a replica that cannot be scheduled."""
+    try:
+        from ray import serve
+
+        app = serve.status().applications.get(app_name)
+    except Exception as err:  # noqa: BLE001 - the status is a hint, never the error itself
+        return f"(Serve status unavailable: {err})"
+    if app is None:
+        return f"Serve has no application {app_name!r}."
+    notes = [f"{name}: {d.status}: {d.message}" for name, d in app.deployments.items()
+             if str(d.status) != "HEALTHY" and d.message]
+    if not notes:
+        return f"The app is {app.status}; its replicas are busy (raise timeout_s, or add replicas)."
+    return ("Serve says: " + "; ".join(notes) + " A replica that cannot be scheduled needs the resource it names: "
+            "lower model_server.num_cpus / num_gpus in the app's config, or add nodes (`ray status` shows what is free).")

@@ -229,6 +229,20 @@ class ScoringFailedError(ScoringError, RuntimeError):
     """The model failed on an item (HTTP 500); the replica keeps serving."""
 
 
+class RequestTooLargeError(ScoringError, ValueError):
+    """More items or tokens than one request may carry (HTTP 413): split it."""
+
+    status_code = 413
+    error_type = "request_too_large"
+
+
+class RequestTimeoutError(ScoringError, RuntimeError):
+    """The request did not finish within the ingress's request_timeout_s (HTTP 408); its queued work is dropped."""
+
+    status_code = 408
+    error_type = "timeout"
+
+
 class ServiceOverloadedError(ScoringError, RuntimeError):
     """The model deployment's queue is full (HTTP 503 with Retry-After): retry later."""
 

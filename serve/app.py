@@ -40,4 +40,4 @@ def build_app(args: ServeArgs) -> Application:
     # arguments, a batching change is a lightweight reconfigure, not a replica restart. The ingress
     # encodes with the user's config as given (shared_prompt: off means no prompt templating there).
     model_rm = args.rm.model_copy(update={"batching": BatchingConfig()})
-    return ingress.bind(model.bind(model_rm), args.rm, args.ingress)
+    return ingress.bind(model.bind(model_rm, args.model_server.torch_threads), args.rm, args.ingress)

@@ -75,6 +75,11 @@ class DeploymentArgs(StrictModel):
 class ModelServerArgs(DeploymentArgs):
     """The deployment that holds the model. Batch shape is runtime-tunable through `user_config`."""
 
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="Torch CPU threads of a CPU replica. Unset: the cores the replica may run on. Ray sets "
+        "OMP_NUM_THREADS to the actor's num_cpus (1 for a fraction), which would run a CPU forward on one core.",
+    )
+
     batch_wait_timeout_s: float = Field(
         DEFAULT_BATCH_WAIT_S, ge=0, description="How long a batch waits for more requests after its first one arrives."
     )
@@ -101,6 +106,15 @@ class IngressArgs(DeploymentArgs):
     chunk_items: int = Field(
         64, ge=1, description="Items per call to the model deployment: big requests spread over replicas."
     )
+    chunks_in_flight: int = Field(
+        4, ge=1, description="Chunks of one request sent to the model replicas at a time, so a big request is slow "
+        "rather than refused (keep it times chunk_items well under model_server.max_queued_requests) and leaves "
+        "room for other callers.",
+    )
+    max_items_per_request: int = Field(100_000, ge=1, description="Most items in one request (413 above).")
+    max_tokens_per_request: int = Field(20_000_000, ge=1, description="Most tokens in one request (413 above).")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="A request not done by then ends with 408 and its queued chunks are dropped.")
 
 
 class ServeArgs(StrictModel):

@@ -21,7 +21,7 @@ from rmcluster.scorers import build_encoder
 from .args import IngressArgs
 from .metrics import IngressMetrics
 from .router import build_router
-from .serving import ScoringService
+from .serving import RequestLimits, ScoringService
 
 
 class RewardIngress:
@@ -29,22 +29,35 @@ class RewardIngress:
         self._model = model
         self._settings = settings
         metrics = IngressMetrics(rm.model.name)
+        limits = RequestLimits(settings.max_items_per_request, settings.max_tokens_per_request,
+                               settings.request_timeout_s)
         self.service = ScoringService(build_encoder(rm), self._score_encoded, rm.model.name,
-                                      on_tokenize=metrics.tokenize.observe)
+                                      on_tokenize=metrics.tokenize.observe, limits=limits)
 
     def __serve_build_asgi_app__(self):
         return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health)
 
     async def _score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
+        """Chunks to the model replicas, a bounded number at a time: a big request queues behind itself,
+        never floods the replicas' queues (where it would be refused) or crowds out other callers."""
         n = self._settings.chunk_items
-        calls = [self._model.score_encoded.remote(encoded[i : i + n]) for i in range(0, len(encoded), n)]
+        slots = asyncio.Semaphore(self._settings.chunks_in_flight)
+
+        async def chunk(part: list[EncodedItem]) -> list[ScoreResult]:
+            async with slots:
+                results: list[ScoreResult] = await self._model.score_encoded.remote(part)
+                return results
+
+        tasks = [asyncio.ensure_future(chunk(encoded[i : i + n])) for i in range(0, len(encoded), n)]
         try:
-            parts = await asyncio.gather(*calls)
-        except BackPressureError as err:
-            for call in calls:
-                call.cancel()
-            raise ServiceOverloadedError(f"model replicas are saturated: {err}",
-                                         retry_after_s=err.retry_after_s or self._settings.retry_after_s) from None
+            parts = await asyncio.gather(*tasks)
+        except BaseException as err:  # a refusal, a timeout or a cancellation: drop the chunks not sent yet
+            for task in tasks:
+                task.cancel()
+            if isinstance(err, BackPressureError):
+                raise ServiceOverloadedError(f"model replicas are saturated: {err}",
+                                             retry_after_s=err.retry_after_s or self._settings.retry_after_s) from None
+            raise
         return [r for part in parts for r in part]
 
     # -- handle API: serve.get_app_handle(app).<method>.remote(...) ------------------------------------

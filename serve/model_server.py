@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ray import serve
 
@@ -54,11 +55,29 @@ def _queued_tokens(batch: Sequence[_Queued]) -> int:
     return sum(q.cost for q in batch)
 
 
+def _use_cpu_threads(threads: Optional[int]) -> None:
+    """Torch threads follow the cores this process may run on, not Ray's OMP_NUM_THREADS (the reservation)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads or cores)
+    log.info("RewardModelServer: %d torch threads (%s)", torch.get_num_threads(),
+             "model_server.torch_threads" if threads else f"{cores} cores available")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 class RewardModelServer:
     """Scores tokenized items with one model; merges concurrent requests into token-budgeted batches."""
 
-    def __init__(self, rm: RMConfig):
+    def __init__(self, rm: RMConfig, torch_threads: Optional[int] = None):
         self.engine = ScoringEngine.from_config(rm)
+        if self.engine.scorer.device_type == "cpu":
+            _use_cpu_threads(torch_threads)
         self.metrics = ModelServerMetrics(self.engine.model_name)
         # One forward at a time per replica; the thread keeps the event loop free.
         self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rm-forward")
@@ -125,7 +144,7 @@ class RewardModelServer:
         return {"model": self.engine.model_name, "max_length": scorer.max_length, "device": scorer.device_type,
                 "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size,
                 "packing": self.engine.packing, "shared_prompt": self.engine.shared_prompt,
-                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s,
+                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s, "torch_threads": _torch_threads(),
                 "replica": serve.get_replica_context().replica_tag}
 
     def check_health(self) -> None:

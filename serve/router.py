@@ -28,7 +28,9 @@ log = logging.getLogger("ray.serve")
 
 _ERRORS = {
     400: {"model": ErrorResponse, "description": "An item is over max_length (on_overflow: error) or unscorable."},
-    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    408: {"model": ErrorResponse, "description": "Not done within ingress.request_timeout_s; its queued work was dropped."},
+    413: {"model": ErrorResponse, "description": "Body over the size limit, or more items or tokens than one request "
+          "may carry."},
     422: {"model": ErrorResponse, "description": "Invalid request; names the failing item and field."},
     503: {"model": ErrorResponse, "description": "Overloaded; retry after the Retry-After header's seconds."},
 }

@@ -13,6 +13,7 @@ import asyncio
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from pydantic import TypeAdapter, ValidationError
@@ -22,12 +23,21 @@ from rmcluster.outputs import ScoreResult
 from rmcluster.pipeline import PlannedRecord, assemble, combined, pending, plan_records
 from rmcluster.protocol import (
     ClassifyData, ClassifyRequest, ClassifyResponse, ClassifyUsage, GetRewardRequest, GetRewardResponse,
-    InvalidInputError, ItemRejectedError, ItemScore, PairRecord, ResponsesRecord, ScoreRequest, ScoreResponse,
-    ScoringFailedError, Usage, invalid_input,
+    InvalidInputError, ItemRejectedError, ItemScore, PairRecord, RequestTimeoutError, RequestTooLargeError,
+    ResponsesRecord, ScoreRequest, ScoreResponse, ScoringFailedError, Usage, invalid_input,
 )
 from rmcluster.records import AnyRecord, ConversationRecord, Messages, ScoreItem, expand_record
 
 ScoreEncoded = Callable[[list[EncodedItem]], Awaitable[list[ScoreResult]]]
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask for; beyond it, a typed error instead of a queue that never drains."""
+
+    max_items: int = 100_000
+    max_tokens: int = 20_000_000
+    timeout_s: float = 600.0
 
 _CONVERSATIONS = TypeAdapter(list[Messages])
 _PAIRS = TypeAdapter(list[PairRecord])
@@ -38,8 +48,9 @@ class ScoringService:
     """Every entry point of the API, HTTP or handle, over one encoder and one remote model."""
 
     def __init__(self, encoder: Encoder, score_encoded: ScoreEncoded, model_name: str,
-                 on_tokenize: Optional[Callable[[float], None]] = None):
+                 on_tokenize: Optional[Callable[[float], None]] = None, limits: RequestLimits = RequestLimits()):
         self.encoder = encoder
+        self.limits = limits
         self.model_name = model_name
         self._score_encoded = score_encoded
         self._on_tokenize = on_tokenize
@@ -123,9 +134,11 @@ class ScoringService:
 
         Bad records and items become error rows; nothing raises for bad input.
         """
+        self._check_items(len(records))  # each record is at least one item: refuse before templating them all
         planned = await self._on_tokenize_thread(plan_records, self.encoder, list(records))
+        self._check_items(sum(len(p.items) for p in planned))
         todo = pending(planned)
-        results = await self._score_encoded(todo) if todo else []
+        results = await self._within_limits(todo) if todo else []
         return assemble(self.encoder, planned, results, self.model_name)
 
     # -- core ------------------------------------------------------------------------------------------
@@ -139,6 +152,22 @@ class ScoringService:
 
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_thread, timed)
 
+    def _check_items(self, count: int) -> None:
+        if count > self.limits.max_items:
+            raise RequestTooLargeError(f"{count} items in one request, over the limit of {self.limits.max_items} "
+                                       "(ingress.max_items_per_request): split it")
+
+    async def _within_limits(self, units: list[EncodedItem]) -> list[ScoreResult]:
+        tokens = sum(u.num_tokens for u in units)
+        if tokens > self.limits.max_tokens:
+            raise RequestTooLargeError(f"{tokens} tokens in one request, over the limit of {self.limits.max_tokens} "
+                                       "(ingress.max_tokens_per_request): split it")
+        try:
+            return await asyncio.wait_for(self._score_encoded(units), self.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(f"not scored within {self.limits.timeout_s:g} s "
+                                      "(ingress.request_timeout_s); its queued work was dropped") from None
+
     def _encode(self, records: list[list[ScoreItem]]) -> list[PlannedRecord]:
         return [PlannedRecord(items[0].id, items, self.encoder.encode_record(items)) for items in records]
 
@@ -146,6 +175,7 @@ class ScoringService:
         """One result per item of every record, or the first failing item named in the error."""
         if not records:
             raise InvalidInputError("nothing to score")
+        self._check_items(sum(len(items) for items in records))
         planned: list[PlannedRecord] = await self._on_tokenize_thread(self._encode, records)
         offset = 0
         for p in planned:
@@ -154,7 +184,7 @@ class ScoringService:
                     item = offset + (k if len(p.encoded) == len(p.items) else 0)
                     raise ItemRejectedError(f"item {item}: {e.message}", item=item)
             offset += len(p.items)
-        results = [r for _, rs in combined(self.encoder, planned, await self._score_encoded(pending(planned)))
+        results = [r for _, rs in combined(self.encoder, planned, await self._within_limits(pending(planned)))
                    for r in rs]
         for i, r in enumerate(results):
             if r.error is not None:

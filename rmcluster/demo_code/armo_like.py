@@ -79,7 +79,11 @@ class LlamaForRewardModelWithGating(LlamaPreTrainedModel):
         pooled = first_pad_minus_one(input_ids, self.config.pad_token_id)
         # The gate reads the prompt side: the end of the last assistant header. No header: the pooled token.
         gate_at = last_pattern_end(input_ids, list(self.config.gating_token_pattern), pooled)
-        rewards = self.regression_layer(hidden[rows, pooled])
         gating_output = torch.softmax(self.gating(hidden[rows, gate_at]), dim=-1)
+        return self.rewards_output(hidden[rows, pooled], gating_output)
+
+    def rewards_output(self, pooled: torch.Tensor, gating_output: torch.Tensor) -> ModelOutput:
+        """The objectives' rewards at the pooled token, mixed by the gate."""
+        rewards = self.regression_layer(pooled)
         score = torch.sum(gating_output * (rewards @ self.reward_transform_matrix), dim=1)
         return RewardOutputWithGating(rewards=rewards, gating_output=gating_output, score=score, logits=score)

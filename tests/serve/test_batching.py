@@ -51,6 +51,10 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     model = batching_app
     first = model.info.remote().result()
     assert (first["max_batch_tokens"], first["max_batch_size"], first["batch_wait_timeout_s"]) == (8192, 64, 0.05)
+    # A quarter-CPU replica still computes on every core it may run on, not Ray's OMP_NUM_THREADS of 1.
+    import os
+
+    assert first["torch_threads"] == len(os.sched_getaffinity(0))
 
     # Serve applies a user_config change by calling reconfigure() on the live replica (a config
     # redeploy with new batching does exactly that); the replica keeps serving with the new shape.

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,39 @@ def test_demo_serves_the_shipped_config_and_scores_the_seed_pair(tmp_path, refer
         conv = [{"role": "user", "content": SEED_PAIR["prompt"]}, {"role": "assistant", "content": SEED_PAIR[label]}]
         assert abs(float(scores[label]) - reference.score(conv)) < 1e-4
     assert f"endpoint: http://127.0.0.1:{port}" in out.stdout and "meaningless" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_trainer_snippet_runs_verbatim_beside_serve_run(tmp_path):
+    """`serve run serve.config.yaml` as shipped (on a free port), then the README's snippet, unchanged."""
+    from serve.demo import _stop, serve_command, wait_healthy
+
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("### From an RL trainer (Ray actor)\n\n```python\n", 1)[1].split("```", 1)[0]
+    assert 'ray.init(address="auto")' in snippet
+    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
+    config["http_options"]["port"] = free_port()
+    path = tmp_path / "serve.config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Its own temp dir (short: Ray's socket paths have a length limit), so address="auto" finds this cluster.
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rms-", dir="/tmp")
+    env["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster, reached below by its address alone
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(serve_command(path), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{config['http_options']['port']}", server, 300)
+        (tmp_path / "snippet.py").write_text(snippet)
+        # The test session runs other Ray instances on this machine, so "auto" is pointed at the one `serve run`
+        # started (a user's machine has just that one); the snippet itself runs as written.
+        import ray
+
+        port = next(Path(env["RAY_TMPDIR"], "ray", "session_latest").glob("gcs_server_port_*")).read_text().strip()
+        snippet_env = {**env, "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+        out = subprocess.run([sys.executable, str(tmp_path / "snippet.py")], cwd=REPO, env=snippet_env,
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        _stop(server, already_interrupted=False)
+    assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "serve.log").read_text()[-3000:]
+    rewards = yaml.safe_load(out.stdout.strip().splitlines()[-1])
+    assert isinstance(rewards, list) and len(rewards) == 1 and isinstance(rewards[0], float)
