@@ -164,8 +164,7 @@ class Bench:
     model: object
     tokenizer: object
     device: torch.device
-    # By (share_prompts, compile): only sharing pays for templating prompts alone.
-    scorers: dict[tuple[bool, bool], SequenceClassifierScorer]
+    scorers: dict[bool, SequenceClassifierScorer]  # by compile
     flop_model: FlopModel
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     lengths: dict = field(default_factory=dict)
@@ -197,7 +196,7 @@ class Bench:
     def engine(self, mode: str) -> Callable:
         overrides, compiled = ENGINE_MODES[mode]
         batching = self.batching.model_copy(update=overrides)
-        engine = ScoringEngine(self.scorers[batching.shared_prompt != "off", compiled], batching)
+        engine = ScoringEngine(self.scorers[compiled], batching)
 
         def run(convs) -> Run:
             stats = []
@@ -337,11 +336,11 @@ def main(argv=None) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
     start = time.perf_counter()
     max_length = model.config.max_position_embeddings
-    scorers = {(share, compiled): SequenceClassifierScorer(model, ChatEncoder(tokenizer, max_length, share_prompts=share),
-                                                           f"random-{shape}", compile=compiled)
-               for share in (False, True) for compiled in {False, args.compile}}
+    scorers = {compiled: SequenceClassifierScorer(model, ChatEncoder(tokenizer, max_length), f"random-{shape}",
+                                                  compile=compiled)
+               for compiled in {False, args.compile}}
     compile_s = time.perf_counter() - start  # the compiled scorers compile in their load-time probe
-    scorer = scorers[True, False]
+    scorer = scorers[False]
     batching = BatchingConfig(max_batch_tokens=args.max_batch_tokens)
     bench = Bench(model, tokenizer, device, scorers, FlopModel.of(model), batching)
     methods = {"reference loop": bench.reference_loop, "hf padded 16": bench.hf_padded_16}

@@ -27,7 +27,8 @@ T = TypeVar("T")
 _ERRORS_BY_STATUS: dict[int, type[ScoringError]] = {
     422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError, 413: RequestTooLargeError,
     408: RequestTimeoutError}
-_HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses"}
+_HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses",
+                   "input_ids": "score_token_ids"}
 
 
 class RetryPolicy:
@@ -55,7 +56,7 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-Shape = Literal["conversations", "pairs", "groups"]
+Shape = Literal["conversations", "pairs", "groups", "input_ids"]
 
 
 def _items_in(shape: Shape, record: Any) -> int:
@@ -130,6 +131,11 @@ class _ChunkedScorer:
     def score(self, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
         """One score (the raw reward) per conversation, in order."""
         return self._score("conversations", conversations)
+
+    def score_token_ids(self, token_ids: Sequence[Sequence[int]]) -> list[float]:
+        """One score per token-id list, already templated with the reward model's chat template (a trainer
+        that shares the RM's tokenizer skips the text round-trip); scored as given."""
+        return self._score("input_ids", [list(ids) for ids in token_ids])
 
     def score_pairs(self, pairs: Sequence[dict[str, Any]]) -> list[list[float]]:
         """[chosen, rejected] per {"prompt", "chosen", "rejected"} (prompt/response: str or messages)."""
@@ -230,7 +236,8 @@ class HandleRewardClient(_ChunkedScorer):
         def call() -> list[float]:
             try:
                 scores = method.remote(chunk.records).result(timeout_s=self.timeout_s)
-                return list(scores) if shape == "conversations" else [s for part in scores for s in part]
+                nested = shape in ("pairs", "groups")
+                return [s for part in scores for s in part] if nested else list(scores)
             except TimeoutError as err:
                 raise TimeoutError(f"no answer from Serve app {self.app_name!r} within {self.timeout_s:g} s. "
                                    f"{app_problems(self.app_name)}") from err

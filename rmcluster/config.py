@@ -298,9 +298,16 @@ class BatchingConfig(StrictModel):
     )
     shared_prompt: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Run a record's prompt once for all its responses (best-of-N, pairs) where the templated "
-        "prompt is an exact token prefix of every full conversation. 'auto': on where the model passes the "
-        "load-time packing check.",
+        description="Compute a token prefix common to several items of one forward batch once: a best-of-N "
+        "or pair record's prompt, a GRPO group sent as one text or token-id list per request, a system prompt "
+        "shared across records. Found from the token ids alone, so exact whatever the input shape. 'auto': on "
+        "where the model passes the load-time packing check.",
+    )
+    min_shared_tokens: int = Field(
+        16,
+        ge=1,
+        description="Shortest common prefix worth computing once (each shared prefix is one more attention "
+        "segment).",
     )
 
     def token_budget(self, device_type: str) -> int:

@@ -58,6 +58,21 @@ class EncodeFailure:
 Encoded = Union[EncodedItem, EncodeFailure]
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share; slice comparisons run in C, so bisect over them."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def encoded_from_row(row: dict[str, Any]) -> Encoded:
     """The inverse of `EncodedItem.to_row` / `EncodeFailure.to_row` (rows cross Ray Data stages)."""
     if row.get("error") is not None:

@@ -1,7 +1,7 @@
 """The batching engine: items -> encoded -> planned batches -> scorer forward -> results in input order.
 
 Batches are padding-free packs where the scorer supports them (`packing`), else right-padded rows.
-With `shared_prompt`, responses that continue the same prompt tokens share one prompt computation.
+With `shared_prompt`, items whose token ids start alike compute their common prefix once.
 One bad item yields an error for that item only: encoding errors are per item, and a batch whose
 forward pass fails is split in halves until the failing item is alone.
 """
@@ -56,7 +56,7 @@ class ScoringEngine:
 
     @property
     def shared_prompt(self) -> bool:
-        """Whether responses to the same prompt tokens share one prompt computation."""
+        """Whether items with a common token prefix compute it once."""
         mode = self.batching.shared_prompt
         return mode != "off" and self._supported(mode, "shared_prompt")
 
@@ -110,14 +110,14 @@ class ScoringEngine:
         return results
 
     def pack_units(self, encoded: Sequence[EncodedItem]) -> list[PackUnit]:
-        """The units `score_encoded` runs for these items: shared-prompt groups (when on) and single sequences.
+        """The units `score_encoded` runs for these items: shared-prefix groups (when on) and single sequences.
 
         A group stays whole up to max(token budget, max_length) tokens, the largest forward the
-        engine already runs for one long item: cutting it would recompute its prompt.
+        engine already runs for one long item: cutting it would recompute its prefix.
         """
         group_tokens = max(self.max_batch_tokens, self.scorer.max_length)
         return build_units(encoded, range(len(encoded)), self.shared_prompt, group_tokens,
-                           self.batching.max_batch_size)
+                           self.batching.max_batch_size, self.batching.min_shared_tokens)
 
     def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[EncodedItem], results: list[ScoreResult],
              on_batch: OnBatch) -> None:

@@ -14,7 +14,7 @@ Best-of-N compares each response with the first one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -104,8 +104,8 @@ class JudgeEncoder(ChatEncoder):
     """Judge prompts for a record's items: one per item (pointwise), or both orders per comparison (pairwise)."""
 
     def __init__(self, tokenizer: Any, max_length: int, mode: str, template: str, system: Optional[str],
-                 answer_prefix: str, verdicts: Sequence[str], generating: bool = False, share_prompts: bool = True):
-        super().__init__(tokenizer, max_length, on_overflow="error", share_prompts=share_prompts)
+                 answer_prefix: str, verdicts: Sequence[str], generating: bool = False):
+        super().__init__(tokenizer, max_length, on_overflow="error")
         import jinja2.sandbox
 
         self.mode, self.system, self.generating = mode, system, generating
@@ -134,8 +134,7 @@ class JudgeEncoder(ChatEncoder):
         encoder = cls(load_tokenizer(path, m.revision, m.trust_remote_code), tok.max_length or max_positions(checkpoint),
                    m.resolved_mode, template_text(m.template), m.resolved_system,
                    m.answer_prefix if m.answer_prefix is not None else (preset.answer_prefix if preset else ""),
-                   m.verdicts or (preset.verdicts if preset else ("Yes", "No")), generating=m.generate is not None,
-                      share_prompts=config.batching.shared_prompt != "off")
+                   m.verdicts or (preset.verdicts if preset else ("Yes", "No")), generating=m.generate is not None)
         encoder.vocab_size = vocab_size(checkpoint)
         return encoder
 
@@ -153,18 +152,15 @@ class JudgeEncoder(ChatEncoder):
 
     def encode(self, item: ScoreItem) -> EncodedItem:
         """A pointwise judgement of one item: its prompt and its final response in the template."""
-        if item.text is not None:  # already a full judge prompt (templated)
-            ids = self.text_ids(item.text, item.add_special_tokens) + ([] if self.generating else self.prefix_ids)
+        given = self.given_ids(item)
+        if given is not None:  # already a full judge prompt (templated, or token ids)
+            ids = given + ([] if self.generating else self.prefix_ids)
             self.check_vocabulary(ids)
             return EncodedItem(ids)
         prompt, response = _split(item)
         return self._judge_ids(prompt=prompt, response=response)
 
     def encode_record(self, items: Sequence[ScoreItem]) -> list[Encoded]:
-        units = self._units(items)
-        return _share_prefix(units) if self.share_prompts else units
-
-    def _units(self, items: Sequence[ScoreItem]) -> list[Encoded]:
         if self.mode == "pointwise":
             return super().encode_record(items)
         if len(items) < 2:
@@ -201,25 +197,6 @@ class JudgeEncoder(ChatEncoder):
             out.append(ScoreResult(_with_values(mine.output, values), as_a.num_tokens + as_b.num_tokens,
                                    mine.truncated, mine.error))
         return out
-
-
-# Shorter common prefixes are not worth a shared-prompt group (each group is its own pack unit).
-MIN_SHARED_TOKENS = 16
-
-
-def _share_prefix(units: list[Encoded]) -> list[Encoded]:
-    """Mark the token prefix all of a record's judge prompts have in common (system, question, ...): the
-    engine then runs it once. Exact by construction: the tokens are identical, whatever the template."""
-    encoded = [u for u in units if isinstance(u, EncodedItem)]
-    if len(encoded) < 2:
-        return units
-    first = encoded[0].input_ids
-    common = min(e.num_tokens for e in encoded) - 1  # every unit keeps a tail of its own
-    for e in encoded[1:]:
-        common = next((j for j in range(common) if e.input_ids[j] != first[j]), common)
-    if common < MIN_SHARED_TOKENS:
-        return units
-    return [replace(u, prompt_tokens=common) if isinstance(u, EncodedItem) else u for u in units]
 
 
 def _split(item: ScoreItem) -> tuple[str, str]:

@@ -15,7 +15,9 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import Annotated
 
-from .records import AnyRecord, ConversationRecord, Messages, PairRecord, Response, ResponsesRecord, Turns
+from .records import (
+    AnyRecord, ConversationRecord, Messages, PairRecord, Response, ResponsesRecord, TokenIds, TokensRecord, Turns,
+)
 
 __all__ = [
     "ClassifyData", "ClassifyRequest", "ClassifyResponse", "ErrorBody", "ErrorResponse", "GetRewardRequest",
@@ -27,8 +29,8 @@ __all__ = [
 
 # -- /v1/score -------------------------------------------------------------------------------------
 class ScoreRequest(BaseModel):
-    """One of five shapes: `conversations`; `pairs`; `groups`; `prompt` + `responses`; `prompt` + `chosen` +
-    `rejected`. Pairs and groups stay records, so shared prompts and pairwise judges see their structure."""
+    """One of six shapes: `conversations`; `pairs`; `groups`; `input_ids`; `prompt` + `responses`; `prompt` +
+    `chosen` + `rejected`. Pairs and groups stay records, so pairwise judges see their structure."""
 
     model_config = ConfigDict(extra="forbid")
     model: Optional[str] = Field(None, description="Ignored (one model per application); echoed back as served.")
@@ -37,6 +39,8 @@ class ScoreRequest(BaseModel):
         None, description="Preference pairs {prompt, chosen, rejected}: items chosen, rejected per pair, in order.")
     groups: Optional[list[ResponsesRecord]] = Field(
         None, description="Best-of-N groups {prompt, responses}: one item per response, group after group.")
+    input_ids: Optional[list[TokenIds]] = Field(
+        None, description="Token-id lists, already templated with the model's chat template: scored as given.")
     prompt: Optional[Turns] = Field(None, description="A user turn (string) or messages, shared by the responses.")
     responses: Optional[Annotated[list[Response], Field(min_length=1)]] = Field(
         None, description="Best-of-N: one score per response, in order (a response may be a list of steps)."
@@ -48,16 +52,16 @@ class ScoreRequest(BaseModel):
     def _one_shape(self) -> "ScoreRequest":
         pair = self.chosen is not None or self.rejected is not None
         shapes = [self.conversations is not None, self.pairs is not None, self.groups is not None,
-                  self.responses is not None, pair]
+                  self.input_ids is not None, self.responses is not None, pair]
         if sum(shapes) != 1:
-            raise ValueError("send exactly one of: 'conversations'; 'pairs'; 'groups'; 'prompt' + 'responses'; "
-                             "'prompt' + 'chosen' + 'rejected'")
+            raise ValueError("send exactly one of: 'conversations'; 'pairs'; 'groups'; 'input_ids'; 'prompt' + "
+                             "'responses'; 'prompt' + 'chosen' + 'rejected'")
         if (self.responses is not None or pair) and self.prompt is None:
             raise ValueError("'prompt' is required with 'responses' or 'chosen'/'rejected'")
         if pair and (self.chosen is None or self.rejected is None):
             raise ValueError("a preference pair needs both 'chosen' and 'rejected'")
         if self.prompt is not None and (self.conversations is not None or self.pairs is not None
-                                        or self.groups is not None):
+                                        or self.groups is not None or self.input_ids is not None):
             raise ValueError("'prompt' goes only with 'responses' or 'chosen' + 'rejected'")
         return self
 
@@ -69,6 +73,8 @@ class ScoreRequest(BaseModel):
             return list(self.pairs)
         if self.groups is not None:
             return list(self.groups)
+        if self.input_ids is not None:
+            return [TokensRecord(input_ids=ids) for ids in self.input_ids]
         if self.responses is not None:
             return [ResponsesRecord(prompt=self.prompt, responses=self.responses)]
         return [PairRecord(prompt=self.prompt, chosen=self.chosen, rejected=self.rejected)]
@@ -117,9 +123,10 @@ class GetRewardResponse(BaseModel):
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: Optional[str] = Field(None, description="Ignored; echoed back as served.")
-    input: Optional[Union[str, Annotated[list[str], Field(min_length=1)]]] = Field(
-        None, description="Templated text(s). With add_special_tokens (default, as vLLM) BOS is added once."
-    )
+    input: Optional[Union[str, Annotated[list[str], Field(min_length=1)], TokenIds,
+                          Annotated[list[TokenIds], Field(min_length=1)]]] = Field(
+        None, description="Templated text(s), or token-id list(s) scored as given (as vLLM takes them). With "
+        "add_special_tokens (default, as vLLM) BOS is added once to texts.")
     messages: Optional[Messages] = Field(None, description="One chat, templated with the model's chat template.")
     use_activation: Optional[bool] = Field(None, description="Sigmoid (1 label) or softmax; default false: raw logits.")
     activation: Optional[bool] = Field(None, description="Older name of use_activation.")
@@ -130,6 +137,13 @@ class ClassifyRequest(BaseModel):
         if (self.input is None) == (self.messages is None):
             raise ValueError("send exactly one of 'input' or 'messages'")
         return self
+
+    def inputs(self) -> list[Union[str, list[int]]]:
+        """`input` as a list of texts or token-id lists."""
+        value = self.input
+        if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], int)):
+            return [value]  # type: ignore[list-item]
+        return list(value or [])  # type: ignore[arg-type]
 
     @property
     def activate(self) -> bool:

@@ -1,4 +1,4 @@
-"""Input records: one pydantic schema for the five shapes, and their expansion into scorable items.
+"""Input records: one pydantic schema for the six shapes, and their expansion into scorable items.
 
 Shapes (extra keys such as metadata are ignored):
     {"id"?, "messages": [{"role", "content"}, ...]}                 -> one item
@@ -6,6 +6,7 @@ Shapes (extra keys such as metadata are ignored):
     {"id"?, "prompt": ..., "chosen": response, "rejected": response}  -> two items: chosen=0, rejected=1
     {"id"?, "prompt": ..., "steps": [str, ...]}  (process rewards)    -> one item
     {"id"?, "text": str}  (already templated, OpenRLHF style)         -> one item
+    {"id"?, "input_ids": [int, ...]}  (templated and tokenized)      -> one item
 A response is a string, messages, or a list of reasoning steps (for process reward models, which
 join the steps with their step separator).
 """
@@ -65,6 +66,14 @@ class TextRecord(_Record):
     text: str = Field(min_length=1)
 
 
+# Token ids scored as given: no template, no BOS added. Ids past the model's vocabulary are the item's error.
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class TokensRecord(_Record):
+    input_ids: TokenIds
+
+
 def _shape_of(value: Any) -> Optional[str]:
     if not isinstance(value, dict):
         return None
@@ -73,6 +82,8 @@ def _shape_of(value: Any) -> Optional[str]:
         return "messages"
     if "text" in keys:
         return "text"
+    if "input_ids" in keys:
+        return "input_ids"
     if "steps" in keys:
         return "steps"
     if "chosen" in keys or "rejected" in keys:
@@ -89,12 +100,13 @@ Record = Annotated[
         Annotated[PairRecord, Tag("pair")],
         Annotated[StepsRecord, Tag("steps")],
         Annotated[TextRecord, Tag("text")],
+        Annotated[TokensRecord, Tag("input_ids")],
     ],
     Discriminator(
         _shape_of,
         custom_error_type="record_shape",
         custom_error_message="a record needs one of: 'messages'; 'prompt' + 'responses'; "
-        "'prompt' + 'chosen' + 'rejected'; 'prompt' + 'steps'; 'text'",
+        "'prompt' + 'chosen' + 'rejected'; 'prompt' + 'steps'; 'text'; 'input_ids'",
     ),
 ]
 _RECORD = TypeAdapter(Record)
@@ -109,6 +121,7 @@ class ScoreItem:
     label: Optional[str] = None
     messages: Optional[list[dict[str, Any]]] = None  # chat messages, templated by the tokenizer
     text: Optional[str] = None  # already-templated text
+    input_ids: Optional[tuple[int, ...]] = None  # already-tokenized text, scored as given
     num_prompt_messages: int = 0  # leading messages that belong to the prompt
     add_special_tokens: bool = False  # text only: put the tokenizer's BOS in front (vLLM /classify)
     # A final assistant message given as reasoning steps (after `messages`); the encoder joins them.
@@ -164,7 +177,7 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-AnyRecord = Union[ConversationRecord, ResponsesRecord, PairRecord, StepsRecord, TextRecord]
+AnyRecord = Union[ConversationRecord, ResponsesRecord, PairRecord, StepsRecord, TextRecord, TokensRecord]
 
 
 def parse_record(raw: Any) -> tuple[str, AnyRecord]:
@@ -203,6 +216,8 @@ def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
         return [ScoreItem.conversation(rid, _turns(record.messages, "user"))]
     if isinstance(record, TextRecord):
         return [ScoreItem(rid, 0, text=record.text)]
+    if isinstance(record, TokensRecord):
+        return [ScoreItem(rid, 0, input_ids=tuple(record.input_ids))]
     prompt = _turns(record.prompt, "user")
     if isinstance(record, PairRecord):
         responses: list[tuple[Optional[str], Any]] = [("chosen", record.chosen), ("rejected", record.rejected)]

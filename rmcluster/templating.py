@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .encoding import EncodedItem, Encoder, ItemError, KindEncoding
+from .encoding import EncodedItem, Encoder, ItemError, KindEncoding, common_prefix_len
 from .records import ScoreItem
 
 if TYPE_CHECKING:
@@ -27,18 +27,10 @@ def _id_list(out: Any) -> list[int]:
     return list(out)
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class ChatEncoder(Encoder):
     """Templating, tokenization and the truncation policy for one tokenizer."""
 
-    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error", share_prompts: bool = True,
+    def __init__(self, tokenizer: Any, max_length: int, on_overflow: str = "error",
                  kind: KindEncoding = KindEncoding(), vocab_size: Optional[int] = None):
         self.tokenizer = tokenizer
         # The model's embedding size: a tokenizer can hold more tokens than the model has rows for, and an
@@ -46,7 +38,6 @@ class ChatEncoder(Encoder):
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.on_overflow = on_overflow
-        self.share_prompts = share_prompts
         self.kind = kind
         self.step_token_id = single_token_id(tokenizer, kind.step_token) if kind.step_token else None
         # The responses of one record arrive one after another: template their prompt once.
@@ -72,8 +63,7 @@ class ChatEncoder(Encoder):
         check_remote_code(m.name, checkpoint, m.auto_class_name, m.trust_remote_code)
         max_length = tok.max_length or max_positions(checkpoint)
         tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
-        return cls(tokenizer, max_length, tok.on_overflow, config.batching.shared_prompt != "off",
-                   m.encoding(checkpoint), vocab_size(checkpoint))
+        return cls(tokenizer, max_length, tok.on_overflow, m.encoding(checkpoint), vocab_size(checkpoint))
 
     # -- tokenization -------------------------------------------------------------------------
     def conversation_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
@@ -92,6 +82,14 @@ class ChatEncoder(Encoder):
             ids = [self.bos_id] + ids
         return self._single_bos(ids)
 
+    def given_ids(self, item: ScoreItem) -> Optional[list[int]]:
+        """The ids of an item sent already templated: token ids as they are, text tokenized; else None."""
+        if item.input_ids is not None:
+            return list(item.input_ids)
+        if item.text is not None:
+            return self.text_ids(item.text, item.add_special_tokens)
+        return None
+
     def _single_bos(self, ids: list[int]) -> list[int]:
         # A template that emits BOS plus a tokenizer that adds one gives [BOS, BOS, ...]; the
         # model never saw that in training and scores shift, so keep exactly one.
@@ -108,13 +106,14 @@ class ChatEncoder(Encoder):
             return 1 if ids and ids[0] == self.bos_id else 0
         head = item.messages[:-1]
         gen_prompt = item.messages[-1].get("role") == "assistant"
-        return _common_prefix_len(self.conversation_ids(head, add_generation_prompt=gen_prompt), ids)
+        return common_prefix_len(self.conversation_ids(head, add_generation_prompt=gen_prompt), ids)
 
     # -- items ---------------------------------------------------------------------------------
     def encode(self, item: ScoreItem) -> EncodedItem:
         item = self._join_steps(item)
-        if item.text is not None:
-            ids = self.text_ids(item.text, item.add_special_tokens)
+        given = self.given_ids(item)
+        if given is not None:
+            ids = given
         elif item.messages is not None:
             ids = self.conversation_ids(item.messages)
         else:
@@ -128,8 +127,9 @@ class ChatEncoder(Encoder):
                             "list of steps, or put the separator after each step")
         need_prompt = self.kind.require_prompt
         if len(ids) <= self.max_length:
-            prompt = self.shared_prompt_tokens(item, ids) if self.share_prompts or need_prompt else 0
-            return EncodedItem(ids, prompt_tokens=self._required(prompt) if need_prompt else prompt)
+            if not need_prompt:
+                return EncodedItem(ids)
+            return EncodedItem(ids, prompt_tokens=self._required(self.shared_prompt_tokens(item, ids)))
         if self.on_overflow != "truncate_left":
             raise ItemError(
                 f"item is {len(ids)} tokens, over max_length {self.max_length} (on_overflow=error); "

@@ -73,6 +73,10 @@ class RewardIngress:
         """Scores per {"prompt", "responses": [...]} group, in response order."""
         return await self.service.score_responses(groups)
 
+    async def score_token_ids(self, token_ids: list[list[int]]) -> list[float]:
+        """One score per token-id list, already templated with the model's chat template."""
+        return await self.service.score_token_ids(token_ids)
+
     async def score_records(self, records: list[dict]) -> list[dict]:
         """Result rows as `rmcluster.pipeline.score_records` makes them (id, index, label, score, ..., model)."""
         return await self.service.score_records(records)

@@ -87,8 +87,8 @@ class RewardModelServer:
         # a lone request on an idle replica goes straight through without waiting.
         self._model_idle = asyncio.Event()
         self._model_idle.set()
-        self._counters = {"serve_batches": 0, "forward_passes": 0, "items": 0, "tokens": 0, "max_requests_per_batch": 0,
-                          "max_items_per_forward": 0}
+        self._counters = {"serve_batches": 0, "forward_passes": 0, "items": 0, "tokens": 0, "reused_tokens": 0,
+                          "max_requests_per_batch": 0, "max_items_per_forward": 0}
         log.info("RewardModelServer: %s on %s, budget %d tokens", self.engine.model_name,
                  self.engine.scorer.device_type, self.engine.max_batch_tokens)
 
@@ -132,6 +132,7 @@ class RewardModelServer:
         c["forward_passes"] += len(passes)
         c["items"] += len(queued)
         c["tokens"] += sum(p.real_tokens for p in passes)
+        c["reused_tokens"] += sum(p.reused_tokens for p in passes)
         c["max_requests_per_batch"] = max(c["max_requests_per_batch"], requests)
         c["max_items_per_forward"] = max([c["max_items_per_forward"], *(p.items for p in passes)])
 

@@ -14,7 +14,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -26,7 +26,9 @@ from rmcluster.protocol import (
     InvalidInputError, ItemRejectedError, ItemScore, PairRecord, RequestTimeoutError, RequestTooLargeError,
     ResponsesRecord, ScoreRequest, ScoreResponse, ScoringFailedError, Usage, invalid_input,
 )
-from rmcluster.records import AnyRecord, ConversationRecord, Messages, ScoreItem, expand_record
+from rmcluster.records import (
+    AnyRecord, ConversationRecord, Messages, ScoreItem, TokenIds, TokensRecord, expand_record,
+)
 
 ScoreEncoded = Callable[[list[EncodedItem]], Awaitable[list[ScoreResult]]]
 
@@ -42,6 +44,7 @@ class RequestLimits:
 _CONVERSATIONS = TypeAdapter(list[Messages])
 _PAIRS = TypeAdapter(list[PairRecord])
 _GROUPS = TypeAdapter(list[ResponsesRecord])
+_TOKEN_IDS = TypeAdapter(list[TokenIds])
 
 
 class ScoringService:
@@ -88,10 +91,9 @@ class ScoringService:
         if request.messages is not None:
             items = _items([ConversationRecord(messages=request.messages)])
         else:
-            texts = [request.input] if isinstance(request.input, str) else request.input
-            # vLLM adds the tokenizer's BOS to `input` by default (veRL strips its own BOS for that
-            # reason); the encoder keeps exactly one BOS if the text already has it.
-            items = _texts(texts or [], add_special_tokens=request.add_special_tokens)
+            # vLLM adds the tokenizer's BOS to `input` texts by default (veRL strips its own BOS for that
+            # reason); the encoder keeps exactly one BOS if the text already has it. Token ids go as given.
+            items = _texts(request.inputs(), add_special_tokens=request.add_special_tokens)
         results = await self._score_strict(items)
         tokens = sum(r.num_tokens for r in results)
         data = []
@@ -128,6 +130,13 @@ class ScoringService:
             return []
         scores = iter(_score(r) for r in await self._score_strict(_items(records)))
         return [[next(scores) for _ in g.responses] for g in records]
+
+    async def score_token_ids(self, token_ids: Any) -> list[float]:
+        """One score per token-id list (already templated), scored as given."""
+        ids = _validate(_TOKEN_IDS, token_ids, "input_ids")
+        if not ids:
+            return []
+        return [_score(r) for r in await self._score_strict(_items(TokensRecord(input_ids=i) for i in ids))]
 
     async def score_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """Result rows exactly as `rmcluster.pipeline.score_records` makes them in-process.
@@ -208,9 +217,10 @@ def _items(records: Iterable[AnyRecord]) -> list[list[ScoreItem]]:
     return [expand_record(str(i), record) for i, record in enumerate(records)]
 
 
-def _texts(texts: Iterable[str], add_special_tokens: bool) -> list[list[ScoreItem]]:
+def _texts(texts: Iterable[Union[str, list[int]]], add_special_tokens: bool) -> list[list[ScoreItem]]:
     # Not through TextRecord: an empty text is the encoder's ItemError (400), like any unscorable item.
-    return [[ScoreItem(str(i), 0, text=t, add_special_tokens=add_special_tokens)] for i, t in enumerate(texts)]
+    return [[ScoreItem(str(i), 0, text=t, add_special_tokens=add_special_tokens) if isinstance(t, str)
+             else ScoreItem(str(i), 0, input_ids=tuple(t))] for i, t in enumerate(texts)]
 
 
 def _validate(adapter: TypeAdapter[Any], value: Any, name: str) -> Any:

@@ -8,6 +8,7 @@ import pyarrow as pa
 from jobs.inputs import LINE_SCHEMA
 from jobs.stages import PLANNED_SCHEMA, EncodeStage, ScoreStage
 from rmcluster.config import RMConfig
+from rmcluster.demo_kinds import demo_checkpoint_path
 from rmcluster.engine import ScoringEngine
 from rmcluster.pipeline import score_records
 from rmcluster.store import key_digests
@@ -27,8 +28,9 @@ def _lines(records):
     )
 
 
-def test_shared_prompt_prefix_travels_from_encode_to_score_stage(demo_dir):
-    config = RMConfig(model={"name": str(demo_dir)})
+def test_response_boundary_travels_from_encode_to_score_stage():
+    """DPO scores the tokens after the prompt: the encode stage's verified prompt length must reach it."""
+    config = RMConfig(model={"kind": "dpo", "name": str(demo_checkpoint_path("causal_lm"))})
     planned = EncodeStage(config, np.empty(0, dtype="S16"))(_lines(RECORDS))
     assert planned.schema.equals(PLANNED_SCHEMA) and planned.num_rows == len(RECORDS)  # one row per record
     prompt_tokens = [u["prompt_tokens"] for units in planned["encoded"].to_pylist() for u in units]
@@ -43,6 +45,8 @@ def test_shared_prompt_prefix_travels_from_encode_to_score_stage(demo_dir):
     assert [e.prompt_tokens for e in seen] == prompt_tokens
 
     expected = score_records(ScoringEngine.from_config(config), RECORDS)
+    for row in rows:  # a Parquet map reads back as (key, value) pairs
+        row["values"] = dict(row["values"]) if row["values"] is not None else None
     assert rows == expected  # the same rows, error row included, as rmcluster score makes them
 
 

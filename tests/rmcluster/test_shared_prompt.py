@@ -54,9 +54,10 @@ def reference(demo_dir, items):
     return ref, ref.scores([it.messages for it in items])
 
 
-def _expected_reuse(ref, items):
-    """Per distinct prompt: (items - 1) x its token length, the prompt templated with the assistant
-    header, which the demo template keeps as an exact prefix of every full conversation."""
+def _expected_reuse(ref, items, min_shared=16):
+    """Per distinct prompt of at least `min_shared` tokens: (items - 1) x its token length, the prompt
+    templated with the assistant header, which the demo template keeps as an exact prefix of every full
+    conversation. Grouping by token prefix finds at least that (more where records share more)."""
     by_prompt = {}
     for it in items:
         prompt = it.messages[: it.num_prompt_messages]
@@ -64,7 +65,7 @@ def _expected_reuse(ref, items):
         full = ref.ids(it.messages)[0].tolist()
         assert full[: len(ids)] == ids
         by_prompt.setdefault(tuple(ids), []).append(it)
-    return sum((len(v) - 1) * len(k) for k, v in by_prompt.items())
+    return sum((len(v) - 1) * len(k) for k, v in by_prompt.items() if len(k) >= min_shared)
 
 
 @pytest.mark.parametrize("packing,budget,size", [("on", 16384, 64), ("on", 900, 3), ("off", 16384, 64)],
@@ -82,18 +83,22 @@ def test_shared_prompt_matches_reference_in_random_order(demo_dir, items, refere
     assert max(diffs) < TOL, f"max diff {max(diffs):.2e}"
     reused = sum(s.reused_tokens for s in stats)
     assert sum(s.real_tokens for s in stats) == sum(r.num_tokens for r in results)
-    if budget > 10000:  # every group fits one unit: each prompt is computed exactly once
-        assert reused == _expected_reuse(ref, items)
+    if budget > 10000:  # every group fits one unit: each prompt is computed once at most
+        assert reused >= _expected_reuse(ref, items)
     else:  # groups cut to fit: less reuse, but still some
         assert 0 < reused < _expected_reuse(ref, items)
 
 
-def test_every_item_of_a_record_carries_the_verified_prompt(demo_dir, items, reference):
-    ref, _ = reference
-    encoder = build_encoder(_config(demo_dir))
-    for it in items:
-        e = encoder.encode(it)
-        prompt = ref.tokenizer.apply_chat_template(it.messages[: it.num_prompt_messages], tokenize=True,
+def test_only_kinds_that_need_the_response_boundary_template_the_prompt_alone(demo_dir, items):
+    """Sharing reads token ids, so a sequence classifier never templates a prompt on its own; DPO, which
+    scores the tokens after the prompt, gets the verified prompt length."""
+    from rmcluster.demo_kinds import demo_checkpoint_path
+
+    assert all(e.prompt_tokens == 0 for e in build_encoder(_config(demo_dir)).encode_record(items[:30]))
+    dpo = build_encoder(RMConfig(model={"kind": "dpo", "name": str(demo_checkpoint_path("causal_lm"))}))
+    for it in items[:30]:
+        e = dpo.encode(it)
+        prompt = dpo.tokenizer.apply_chat_template(it.messages[: it.num_prompt_messages], tokenize=True,
                                                    add_generation_prompt=True)["input_ids"]
         assert e.prompt_tokens == len(prompt) and e.input_ids[: e.prompt_tokens] == prompt
         assert pickle.loads(pickle.dumps(e)) == e  # it travels between processes as is
@@ -125,15 +130,16 @@ def last_message_marker_dir(tmp_path_factory, demo_dir):
     return out
 
 
-def test_prompt_that_is_not_a_token_prefix_is_not_shared(last_message_marker_dir, items):
+def test_a_template_that_marks_the_last_message_shares_only_identical_tokens(last_message_marker_dir, items):
+    """The prompt templated alone is no prefix here, but a record's responses still start with the same
+    tokens (the prompt, the header, the marker): those are shared, and scores stay exact."""
     ref = ReferenceLoop(last_message_marker_dir)
     assert "final: " in ref.tokenizer.apply_chat_template(items[0].messages, tokenize=False)
     engine = _engine(last_message_marker_dir)
     subset = items[:40]
-    assert all(e.prompt_tokens == 0 for e in engine.encode(subset))
     stats = []
     results = engine.score_items(subset, on_batch=stats.append)
-    assert sum(s.reused_tokens for s in stats) == 0
+    assert sum(s.reused_tokens for s in stats) > 0
     expected = ref.scores([it.messages for it in subset])
     assert max(abs(r.score - e) for r, e in zip(results, expected)) < TOL
 
@@ -173,7 +179,7 @@ def test_identical_prompts_share_across_records(demo_dir):
 def test_groups_are_cut_to_fit_the_group_limit_and_item_cap(demo_dir, items):
     encoded = _engine(demo_dir).encode(items)
     for limit, cap in [(300, 64), (2000, 2), (1, 1)]:
-        units = build_units(encoded, range(len(encoded)), True, limit, cap)
+        units = build_units(encoded, range(len(encoded)), True, limit, cap, 16)
         assert sorted(m for u in units for m in u.members) == list(range(len(encoded)))
         for u in units:
             assert len(u.members) <= cap

@@ -45,6 +45,36 @@ def test_concurrent_requests_merge_into_larger_batches(batching_app, reference):
     assert batches < 16, f"16 single-item requests took {batches} batches"
 
 
+def test_per_sample_grpo_requests_share_their_prompt_across_requests(batching_app, serve_url, reference):
+    """veRL's reward loop: one /classify request per sample, a group's 8 at once, as token ids. They land
+    in one engine call, which finds the group's common prefix in the ids and computes it once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    model = batching_app
+    prompt = varied_conversations(1, seed=33, max_words=300)[0][:1]
+    answers = [c[-1]["content"] for c in varied_conversations(8, seed=34, max_words=200)]
+    convs = [prompt + [{"role": "assistant", "content": a}] for a in answers]
+    ids = [reference.ids(c)[0].tolist() for c in convs]
+    before = model.stats.remote().result()
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda i: httpx.post(f"{serve_url}{ROUTE}/classify", json={"input": i},
+                                                    timeout=60).json(), ids))
+    assert all(abs(b["data"][0]["probs"][0] - w) < TOL for b, w in zip(bodies, reference.scores(convs)))
+    assert [b["usage"]["prompt_tokens"] for b in bodies] == [len(i) for i in ids]
+    after = model.stats.remote().result()
+    prompt_ids = reference.tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)["input_ids"]
+    assert after["max_requests_per_batch"] >= 2, after
+    assert after["reused_tokens"] - before["reused_tokens"] >= len(prompt_ids), after  # shared across requests
+
+    # The handle takes token ids too, as given (no template, no BOS added).
+    from ray import serve
+
+    scores = serve.get_app_handle(APP).score_token_ids.remote(ids[:3]).result()
+    assert all(abs(s - w) < TOL for s, w in zip(scores, reference.scores(convs[:3])))
+
+
 def test_batch_shape_changes_at_runtime(batching_app, reference):
     from ray import serve
 

@@ -60,3 +60,24 @@ def _post(trainer, url, body):
     import ray
 
     return ray.get(trainer.post.remote(url, body))
+
+
+def test_classify_and_score_take_token_ids_as_given(reward_app, reference, trainer_cls):
+    """vLLM's `input` may be token ids (one list or several); /v1/score has an `input_ids` shape. No BOS is
+    added and nothing is re-templated; an id outside the vocabulary is the item's 400."""
+    trainer = trainer_cls.remote()
+    convs = varied_conversations(3, seed=14, max_words=200)
+    ids = [reference.ids(c)[0].tolist() for c in convs]
+    want = reference.scores(convs)
+    status, one = _post(trainer, f"{reward_app}/classify", {"input": ids[0]})
+    assert status == 200 and abs(one["data"][0]["probs"][0] - want[0]) < TOL
+    assert one["usage"]["prompt_tokens"] == len(ids[0])  # BOS not added to ids
+    status, many = _post(trainer, f"{reward_app}/classify", {"input": ids})
+    assert status == 200 and all(abs(d["probs"][0] - w) < TOL for d, w in zip(many["data"], want))
+    status, scored = _post(trainer, f"{reward_app}/v1/score", {"input_ids": ids})
+    assert status == 200 and all(abs(s - w) < TOL for s, w in zip(scored["scores"], want))
+    vocab = len(reference.tokenizer)
+    status, bad = _post(trainer, f"{reward_app}/classify", {"input": [ids[0], [1, vocab + 5]]})
+    assert status == 400 and "vocabulary" in bad["error"]["message"], bad
+    status, bad = _post(trainer, f"{reward_app}/v1/score", {"input_ids": [[1, -3]]})
+    assert status == 422, bad
