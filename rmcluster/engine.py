@@ -20,7 +20,7 @@ from .outputs import BatchStats, ScoreOutput, ScoreResult
 from .packing import PackUnit
 from .records import ScoreItem, conversation_items
 from .scorers import Scorer, build_scorer
-from .shared_prompt import build_units, reused_tokens
+from .shared_prompt import build_units, computed_tokens, reused_tokens
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,17 @@ class ScoringEngine:
     def max_batch_tokens(self) -> int:
         return self.batching.token_budget(self.scorer.device_type)
 
+    @property
+    def max_call_tokens(self) -> int:
+        """The most tokens one call should compute: max(token budget, max_length), the largest forward the
+        engine already runs for one long item, and so the largest shared-prefix group it keeps whole."""
+        return max(self.max_batch_tokens, self.scorer.max_length)
+
+    def computed_tokens(self, encoded: Sequence[EncodedItem]) -> int:
+        """Tokens `score_encoded` would compute for these items, shared prefixes once."""
+        return computed_tokens([e.input_ids for e in encoded],
+                               self.batching.min_shared_tokens if self.shared_prompt else None)
+
     def encode(self, items: Sequence[ScoreItem]) -> list[Encoded]:
         """Each item encoded on its own (no record expansion); a failure is an `EncodeFailure` in place."""
         return [self.encoder.encode_or_fail(item) for item in items]
@@ -112,11 +123,9 @@ class ScoringEngine:
     def pack_units(self, encoded: Sequence[EncodedItem]) -> list[PackUnit]:
         """The units `score_encoded` runs for these items: shared-prefix groups (when on) and single sequences.
 
-        A group stays whole up to max(token budget, max_length) tokens, the largest forward the
-        engine already runs for one long item: cutting it would recompute its prefix.
+        A group stays whole up to `max_call_tokens`: cutting it would recompute its prefix.
         """
-        group_tokens = max(self.max_batch_tokens, self.scorer.max_length)
-        return build_units(encoded, range(len(encoded)), self.shared_prompt, group_tokens,
+        return build_units(encoded, range(len(encoded)), self.shared_prompt, self.max_call_tokens,
                            self.batching.max_batch_size, self.batching.min_shared_tokens)
 
     def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[EncodedItem], results: list[ScoreResult],

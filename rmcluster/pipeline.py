@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequen
 
 from .encoding import EncodedItem, Encoder, EncodeFailure, Encoded, encoded_from_row
 from .outputs import BatchStats, ScoreResult
+from .protocol import InvalidInputError, ItemRejectedError, ScoringFailedError
 from .records import RecordError, ScoreItem, items_from_raw
 from .results import error_row, result_row
 
@@ -104,6 +105,31 @@ def assemble(encoder: Encoder, planned: Sequence[PlannedRecord], results: Sequen
         else:
             rows.extend(result_row(item, r, model) for item, r in zip(p.items, item_results))
     return rows
+
+
+def check_planned(planned: Sequence[PlannedRecord]) -> None:
+    """Raise for the first bad record (`InvalidInputError`) or unencodable item (`ItemRejectedError`), with
+    its position: what the strict API (handle methods, /v1/score) answers instead of error rows."""
+    offset = 0
+    for k, p in enumerate(planned):
+        if p.error is not None:
+            raise InvalidInputError(p.error, item=k)
+        for j, e in enumerate(p.encoded):
+            if isinstance(e, EncodeFailure):  # a unit per item maps back to its item; else the record's first
+                item = offset + (j if len(p.encoded) == len(p.items) else 0)
+                raise ItemRejectedError(f"item {item}: {e.message}", item=item)
+        offset += len(p.items)
+
+
+def strict_results(encoder: Encoder, planned: Sequence[PlannedRecord],
+                   results: Sequence[ScoreResult]) -> list[ScoreResult]:
+    """One result per item of every record, given the results of `pending(planned)`; raise
+    `ScoringFailedError` naming the first item the model failed on."""
+    out = [r for _, rs in combined(encoder, planned, results) for r in rs]
+    for i, r in enumerate(out):
+        if r.error is not None:
+            raise ScoringFailedError(f"item {i}: scoring failed: {r.error}", item=i)
+    return out
 
 
 class Engine(Protocol):

@@ -12,7 +12,7 @@ keeps at least its last token, so an item that is a full prefix of another share
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from .encoding import EncodedItem, common_prefix_len
 from .packing import PackUnit
@@ -62,6 +62,18 @@ def prefix_groups(seqs: Sequence[list[int]], min_shared: int) -> list[tuple[list
                 continue
         groups.append(([i], 0))
     return groups
+
+
+def computed_tokens(seqs: Sequence[list[int]], min_shared: Optional[int]) -> int:
+    """Tokens an engine call over `seqs` computes: each shared prefix once (`min_shared` None: no sharing).
+
+    Cheap (a sort and neighbour comparisons), so a Serve batch queue can size batches by it: a GRPO
+    group's samples then arrive in one engine call, where their prompt runs once.
+    """
+    total = sum(len(s) for s in seqs)
+    if min_shared is None or len(seqs) < 2:
+        return total
+    return total - sum((len(members) - 1) * shared for members, shared in prefix_groups(seqs, min_shared))
 
 
 def _chunks(tail_lens: Sequence[int], max_tokens: int, max_items: int) -> list[list[int]]:

@@ -83,18 +83,26 @@ class ModelServerArgs(DeploymentArgs):
     batch_wait_timeout_s: float = Field(
         DEFAULT_BATCH_WAIT_S, ge=0, description="How long a batch waits for more requests after its first one arrives."
     )
+    max_call_tokens: Optional[int] = Field(
+        None, ge=1, description="Most tokens one engine call merges from concurrent requests, counted as computed "
+        "(a prefix shared by several items once); the engine splits the call into forwards of the token budget. "
+        "Larger calls keep more of a GRPO group's per-sample requests together (their prompt runs once), at the "
+        "cost of latency. Unset: 4 x max(batching token budget, max_length), measured.",
+    )
 
 
 class BatchTuning(StrictModel):
     """The model deployment's `user_config`: batch shape, changeable at runtime without a restart.
 
-    `batching.max_batch_tokens` is both the Serve batch queue's budget (real tokens of the merged
-    requests) and the engine's per-forward budget; `max_batch_size` caps items per forward. Both
-    fields are required: their defaults live in `BatchingConfig` and `ModelServerArgs`.
+    `batching.max_batch_tokens` is the engine's per-forward budget; the Serve batch queue merges
+    requests into one engine call of up to `max_call_tokens` computed tokens (shared prefixes once),
+    which the engine splits into forwards. `max_batch_size` caps items per forward.
+    Both fields are required: their defaults live in `BatchingConfig` and `ModelServerArgs`.
     """
 
     batching: BatchingConfig
     batch_wait_timeout_s: float = Field(ge=0)
+    max_call_tokens: Optional[int] = Field(None, ge=1)  # None: unset, as in ModelServerArgs
 
 
 class IngressArgs(DeploymentArgs):
@@ -139,4 +147,6 @@ class ServeArgs(StrictModel):
 
     def batch_tuning(self) -> BatchTuning:
         """The model deployment's initial user_config, from `rm.batching` and the batch wait."""
-        return BatchTuning(batching=self.rm.batching, batch_wait_timeout_s=self.model_server.batch_wait_timeout_s)
+        server = self.model_server
+        return BatchTuning(batching=self.rm.batching, batch_wait_timeout_s=server.batch_wait_timeout_s,
+                           max_call_tokens=server.max_call_tokens)

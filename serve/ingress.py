@@ -27,6 +27,7 @@ from .serving import RequestLimits, ScoringService
 class RewardIngress:
     def __init__(self, model: DeploymentHandle, rm: RMConfig, settings: IngressArgs):
         self._model = model
+        self._rm = rm
         self._settings = settings
         metrics = IngressMetrics(rm.model.name)
         limits = RequestLimits(settings.max_items_per_request, settings.max_tokens_per_request,
@@ -80,6 +81,10 @@ class RewardIngress:
     async def score_records(self, records: list[dict]) -> list[dict]:
         """Result rows as `rmcluster.pipeline.score_records` makes them (id, index, label, score, ..., model)."""
         return await self.service.score_records(records)
+
+    async def client_config(self) -> dict:
+        """What a handle client needs to tokenize in its own process and call the model deployment itself."""
+        return {"rm": self._rm.model_dump(mode="json"), "model_deployment": self._model.deployment_name}
 
     async def health(self) -> None:
         """Raises unless a model replica answers."""

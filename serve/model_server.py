@@ -1,11 +1,13 @@
 """The model-holding deployment: one `ScoringEngine` per replica, fed by Serve's dynamic batching.
 
-A plain class; `serve.app.build_app` turns it into a deployment. Callers (the ingress) send already
-tokenized items. Each item is one element of the `@serve.batch` queue, whose size function counts
-tokens, so concurrent requests merge into batches of about one token budget. The engine then
-plans the forward passes (length-sorted, padded-token budget, item cap) and its forward runs on a
-worker thread, so the event loop keeps accepting requests, answering health checks and the
-router's queue-length probes while the model computes.
+A plain class; `serve.app.build_app` turns it into a deployment. Callers (the ingress, or a one-hop
+handle client) send already tokenized items. Each item is one element of the `@serve.batch` queue,
+whose size function counts the tokens the engine would compute (a prefix shared by several items
+once), so concurrent requests merge into one engine call of up to `model_server.max_call_tokens`
+computed tokens: the samples of a GRPO group, sent one request each, land in one call and share
+their prompt. The engine then plans the forward passes (length-sorted, padded-token budget, item
+cap) and its forward runs on a worker thread, so the event loop keeps accepting requests, answering
+health checks and the router's queue-length probes while the model computes.
 """
 
 from __future__ import annotations
@@ -41,18 +43,26 @@ class _TokenBudgetWarningFilter(logging.Filter):
 
 log.addFilter(_TokenBudgetWarningFilter())
 
+# Default engine call size, in units of the engine's largest group (max(budget, max_length)). On 2 CPU
+# cores, 96 per-sample GRPO requests took 7.2 s per step at 1x (31% of the tokens shared), 5.9 s at 4x
+# (55%) and 5.8 s at 16x (59%; p50 latency 4.3 s at 4x, 4.8 s at 16x): bench/RESULTS.md.
+CALL_GROUPS = 4
+
 
 @dataclass(frozen=True)
 class _Queued:
-    """One item in the Serve batch queue, with the cost the batch size function counts."""
+    """One item in the Serve batch queue, and how the batch size function counts it."""
 
     item: EncodedItem
-    cost: int  # tokens, capped at the budget so that an item longer than the budget still runs (alone)
+    server: "RewardModelServer"
     request: int  # which call it came from, to count how many requests a batch merged
 
 
 def _queued_tokens(batch: Sequence[_Queued]) -> int:
-    return sum(q.cost for q in batch)
+    server = batch[0].server
+    if len(batch) == 1:  # an item over the limit still runs, alone
+        return min(batch[0].item.num_tokens, server.max_call_tokens)
+    return server.engine.computed_tokens([q.item for q in batch])
 
 
 def _use_cpu_threads(threads: Optional[int]) -> None:
@@ -88,6 +98,7 @@ class RewardModelServer:
         self._model_idle = asyncio.Event()
         self._model_idle.set()
         self._counters = {"serve_batches": 0, "forward_passes": 0, "items": 0, "tokens": 0, "reused_tokens": 0,
+                          "forward_seconds": 0.0,
                           "max_requests_per_batch": 0, "max_items_per_forward": 0}
         log.info("RewardModelServer: %s on %s, budget %d tokens", self.engine.model_name,
                  self.engine.scorer.device_type, self.engine.max_batch_tokens)
@@ -96,18 +107,20 @@ class RewardModelServer:
         tuning = self._tuning = BatchTuning.model_validate(user_config)
         # Every batching field (budget, item cap, packing, shared_prompt); the engine reads it per call.
         self.engine.batching = tuning.batching
-        self._batched.set_max_batch_size(self.engine.max_batch_tokens)
+        self._batched.set_max_batch_size(self.max_call_tokens)
         self._batched.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
-        log.info("batch tuning: %s (token budget %d)", tuning.model_dump(), self.engine.max_batch_tokens)
+        log.info("batch tuning: %s (token budget %d per forward, %d computed per engine call)", tuning.model_dump(),
+                 self.engine.max_batch_tokens, self.max_call_tokens)
+
+    @property
+    def max_call_tokens(self) -> int:
+        return self._tuning.max_call_tokens or CALL_GROUPS * self.engine.max_call_tokens
 
     async def score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
         """Scores in input order. Items of one call may land in different batches."""
         await self._model_idle.wait()
-        budget = self.engine.max_batch_tokens
         request = next(self._request_ids)
-        return await asyncio.gather(
-            *(self._batched(_Queued(e, min(e.num_tokens, budget), request)) for e in encoded)
-        )
+        return await asyncio.gather(*(self._batched(_Queued(e, self, request)) for e in encoded))
 
     # Placeholders: reconfigure() sets the real budget and wait from user_config before any request.
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.005, batch_size_fn=_queued_tokens)
@@ -133,6 +146,7 @@ class RewardModelServer:
         c["items"] += len(queued)
         c["tokens"] += sum(p.real_tokens for p in passes)
         c["reused_tokens"] += sum(p.reused_tokens for p in passes)
+        c["forward_seconds"] += sum(p.seconds for p in passes)
         c["max_requests_per_batch"] = max(c["max_requests_per_batch"], requests)
         c["max_items_per_forward"] = max([c["max_items_per_forward"], *(p.items for p in passes)])
 
@@ -143,7 +157,8 @@ class RewardModelServer:
     def info(self) -> dict:
         scorer = self.engine.scorer
         return {"model": self.engine.model_name, "max_length": scorer.max_length, "device": scorer.device_type,
-                "max_batch_tokens": self.engine.max_batch_tokens, "max_batch_size": self.engine.batching.max_batch_size,
+                "max_batch_tokens": self.engine.max_batch_tokens, "max_call_tokens": self.max_call_tokens,
+                "max_batch_size": self.engine.batching.max_batch_size,
                 "packing": self.engine.packing, "shared_prompt": self.engine.shared_prompt,
                 "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s, "torch_threads": _torch_threads(),
                 "replica": serve.get_replica_context().replica_tag}

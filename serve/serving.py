@@ -18,13 +18,13 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
 from pydantic import TypeAdapter, ValidationError
 
-from rmcluster.encoding import EncodedItem, EncodeFailure, Encoder
+from rmcluster.encoding import EncodedItem, Encoder
 from rmcluster.outputs import ScoreResult
-from rmcluster.pipeline import PlannedRecord, assemble, combined, pending, plan_records
+from rmcluster.pipeline import PlannedRecord, assemble, check_planned, pending, plan_records, strict_results
 from rmcluster.protocol import (
     ClassifyData, ClassifyRequest, ClassifyResponse, ClassifyUsage, GetRewardRequest, GetRewardResponse,
-    InvalidInputError, ItemRejectedError, ItemScore, PairRecord, RequestTimeoutError, RequestTooLargeError,
-    ResponsesRecord, ScoreRequest, ScoreResponse, ScoringFailedError, Usage, invalid_input,
+    InvalidInputError, ItemScore, PairRecord, RequestTimeoutError, RequestTooLargeError,
+    ResponsesRecord, ScoreRequest, ScoreResponse, Usage, invalid_input,
 )
 from rmcluster.records import (
     AnyRecord, ConversationRecord, Messages, ScoreItem, TokenIds, TokensRecord, expand_record,
@@ -186,19 +186,8 @@ class ScoringService:
             raise InvalidInputError("nothing to score")
         self._check_items(sum(len(items) for items in records))
         planned: list[PlannedRecord] = await self._on_tokenize_thread(self._encode, records)
-        offset = 0
-        for p in planned:
-            for k, e in enumerate(p.encoded):
-                if isinstance(e, EncodeFailure):  # a unit per item maps back to its item; else the record's first
-                    item = offset + (k if len(p.encoded) == len(p.items) else 0)
-                    raise ItemRejectedError(f"item {item}: {e.message}", item=item)
-            offset += len(p.items)
-        results = [r for _, rs in combined(self.encoder, planned, await self._within_limits(pending(planned)))
-                   for r in rs]
-        for i, r in enumerate(results):
-            if r.error is not None:
-                raise ScoringFailedError(f"item {i}: scoring failed: {r.error}", item=i)
-        return results
+        check_planned(planned)
+        return strict_results(self.encoder, planned, await self._within_limits(pending(planned)))
 
 
 def _score(result: ScoreResult) -> float:

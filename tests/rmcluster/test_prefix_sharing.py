@@ -13,7 +13,7 @@ from rmcluster.config import RMConfig
 from rmcluster.engine import ScoringEngine
 from rmcluster.pipeline import score_records
 from rmcluster.records import RecordError, items_from_raw
-from rmcluster.shared_prompt import prefix_groups
+from rmcluster.shared_prompt import computed_tokens, prefix_groups
 from tests.conversations import sentence
 from tests.reference import ReferenceLoop
 
@@ -38,6 +38,9 @@ def test_prefix_groups_by_hand():
     assert prefix_groups(seqs, 30) == [([2], 0), ([0, 1], 30), ([3], 0), ([5], 0), ([6], 0), ([4], 0)]
     assert prefix_groups([[1, 2, 3]] * 3, 1) == [([0, 1, 2], 2)]  # identical items: all but the last token
     assert prefix_groups([], 16) == []
+    # What a Serve batch queue counts: 166 tokens, of which 3 x 29 + 1 x 16 are not recomputed.
+    assert sum(map(len, seqs)) == 166
+    assert computed_tokens(seqs, 16) == 166 - 3 * 29 - 16 and computed_tokens(seqs, None) == 166
 
 
 def _engine(path, **batching) -> ScoringEngine:

@@ -85,6 +85,9 @@ def trainer_cls(ray_cluster):
         def client_call(self, method, *args):
             return getattr(self.client, method)(*args)
 
+        def client_attr(self, name):
+            return getattr(self.client, name)
+
         def client_retries(self):
             return self.client.retry.retries
 

