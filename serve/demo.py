@@ -43,7 +43,7 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"`serve run` exited with code {server.returncode}")
+            raise RuntimeError(f"`{' '.join(map(str, server.args[:3]))}` exited with code {server.returncode}")
         try:
             if httpx.get(f"{url}/health", timeout=5).status_code == 200:
                 return

