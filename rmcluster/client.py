@@ -255,7 +255,8 @@ class HandleRewardClient(_ChunkedScorer):
     def __init__(self, app_name: str = "reward", *, chunk_size: int = 64, max_in_flight: int = 8,
                  timeout_s: float = 180.0, retry: Optional[RetryPolicy] = None, one_hop: Optional[bool] = None):
         from ray import serve
-        from ray.serve.exceptions import BackPressureError
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
         self.app_name = app_name
         self.chunk_size, self.max_in_flight, self.timeout_s = chunk_size, max_in_flight, timeout_s
@@ -266,6 +267,8 @@ class HandleRewardClient(_ChunkedScorer):
             raise RuntimeError(f"no Serve app {app_name!r} here: {err}. A script beside `serve run` joins its "
                                "cluster with ray.init(address='auto') (RAY_ADDRESS for a remote one).") from err
         self._backpressure = BackPressureError
+        # A replica that died or is being replaced mid-request: scoring is idempotent, so send it again.
+        self._replica_gone = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
         self._one_hop: Optional[_OneHop] = None
         if one_hop is not False:
             try:
@@ -306,6 +309,8 @@ class HandleRewardClient(_ChunkedScorer):
             return err.retry_after_s
         if isinstance(err, self._backpressure):  # the ingress's queue (this caller's router) is full
             return err.retry_after_s or 0.0
+        if isinstance(err, self._replica_gone):
+            return 0.0
         return None
 
     def score_records(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -325,7 +330,7 @@ def app_problems(app_name: str) -> str:
     if app is None:
         return f"Serve has no application {app_name!r}."
     notes = [f"{name}: {d.status}: {d.message}" for name, d in app.deployments.items()
-             if str(d.status) != "HEALTHY" and d.message]
+             if getattr(d.status, "value", d.status) != "HEALTHY" and d.message]
     if not notes:
         return f"The app is {app.status}; its replicas are busy (raise timeout_s, or add replicas)."
     return ("Serve says: " + "; ".join(notes) + " A replica that cannot be scheduled needs the resource it names: "
