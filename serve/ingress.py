@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from rmcluster.config import RMConfig
@@ -22,6 +23,9 @@ from .args import IngressArgs
 from .metrics import IngressMetrics
 from .router import build_router
 from .serving import RequestLimits, ScoringService
+
+
+_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 
 class RewardIngress:
@@ -58,6 +62,9 @@ class RewardIngress:
             if isinstance(err, BackPressureError):
                 raise ServiceOverloadedError(f"model replicas are saturated: {err}",
                                              retry_after_s=err.retry_after_s or self._settings.retry_after_s) from None
+            if isinstance(err, _REPLICA_GONE):  # 503: the caller retries (scoring is idempotent); Serve restarts it
+                raise ServiceOverloadedError(f"a model replica went away mid-request ({type(err).__name__}); retry",
+                                             retry_after_s=self._settings.retry_after_s) from None
             raise
         return [r for part in parts for r in part]
 

@@ -161,7 +161,7 @@ class RewardModelServer:
                 "max_batch_size": self.engine.batching.max_batch_size,
                 "packing": self.engine.packing, "shared_prompt": self.engine.shared_prompt,
                 "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s, "torch_threads": _torch_threads(),
-                "replica": serve.get_replica_context().replica_tag}
+                "replica": serve.get_replica_context().replica_tag, "pid": os.getpid()}
 
     def check_health(self) -> None:
         self.engine.health()
