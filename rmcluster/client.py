@@ -255,8 +255,7 @@ class HandleRewardClient(_ChunkedScorer):
     def __init__(self, app_name: str = "reward", *, chunk_size: int = 64, max_in_flight: int = 8,
                  timeout_s: float = 180.0, retry: Optional[RetryPolicy] = None, one_hop: Optional[bool] = None):
         from ray import serve
-        from ray.exceptions import RayActorError
-        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+        from ray.serve.exceptions import BackPressureError
 
         self.app_name = app_name
         self.chunk_size, self.max_in_flight, self.timeout_s = chunk_size, max_in_flight, timeout_s
@@ -268,7 +267,7 @@ class HandleRewardClient(_ChunkedScorer):
                                "cluster with ray.init(address='auto') (RAY_ADDRESS for a remote one).") from err
         self._backpressure = BackPressureError
         # A replica that died or is being replaced mid-request: scoring is idempotent, so send it again.
-        self._replica_gone = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+        self._replica_gone = replica_gone_errors()
         self._one_hop: Optional[_OneHop] = None
         if one_hop is not False:
             try:
@@ -317,6 +316,14 @@ class HandleRewardClient(_ChunkedScorer):
         """Result rows as `rmcluster.pipeline.score_records` makes them; bad input becomes error rows."""
         return self.retry.run(lambda: self._handle.score_records.remote(list(records)).result(
             timeout_s=self.timeout_s), self._retryable)
+
+
+def replica_gone_errors() -> tuple[type[BaseException], ...]:
+    """What a Serve call raises when its replica died or is being replaced (Ray imported on call)."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    return (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 
 def app_problems(app_name: str) -> str:

@@ -74,9 +74,9 @@ class ScoringEngine:
         return self.batching.token_budget(self.scorer.device_type)
 
     @property
-    def max_call_tokens(self) -> int:
-        """The most tokens one call should compute: max(token budget, max_length), the largest forward the
-        engine already runs for one long item, and so the largest shared-prefix group it keeps whole."""
+    def max_group_tokens(self) -> int:
+        """The largest shared-prefix group kept whole: max(token budget, max_length), the largest forward
+        the engine already runs for one long item."""
         return max(self.max_batch_tokens, self.scorer.max_length)
 
     def computed_tokens(self, encoded: Sequence[EncodedItem]) -> int:
@@ -123,9 +123,9 @@ class ScoringEngine:
     def pack_units(self, encoded: Sequence[EncodedItem]) -> list[PackUnit]:
         """The units `score_encoded` runs for these items: shared-prefix groups (when on) and single sequences.
 
-        A group stays whole up to `max_call_tokens`: cutting it would recompute its prefix.
+        A group stays whole up to `max_group_tokens`: cutting it would recompute its prefix.
         """
-        return build_units(encoded, range(len(encoded)), self.shared_prompt, self.max_call_tokens,
+        return build_units(encoded, range(len(encoded)), self.shared_prompt, self.max_group_tokens,
                            self.batching.max_batch_size, self.batching.min_shared_tokens)
 
     def _run(self, units: list[PackUnit], packed: bool, encoded: Sequence[EncodedItem], results: list[ScoreResult],

@@ -129,7 +129,7 @@ class ChatEncoder(Encoder):
         if len(ids) <= self.max_length:
             if not need_prompt:
                 return EncodedItem(ids)
-            return EncodedItem(ids, prompt_tokens=self._required(self.shared_prompt_tokens(item, ids)))
+            return EncodedItem(ids, prompt_tokens=self._required(self.prompt_prefix_tokens(item, ids)))
         if self.on_overflow != "truncate_left":
             raise ItemError(
                 f"item is {len(ids)} tokens, over max_length {self.max_length} (on_overflow=error); "
@@ -139,7 +139,7 @@ class ChatEncoder(Encoder):
         if not need_prompt:
             return EncodedItem(kept, truncated=True)
         # Truncation drops prompt tokens only, so the response starts that many tokens earlier.
-        full = self._required(self.shared_prompt_tokens(item, ids))
+        full = self._required(self.prompt_prefix_tokens(item, ids))
         return EncodedItem(kept, truncated=True, prompt_tokens=self._required(full - (len(ids) - len(kept))))
 
     def _required(self, prompt_tokens: int) -> int:
@@ -164,12 +164,13 @@ class ChatEncoder(Encoder):
         content = "".join(step + self.kind.step_token for step in item.steps)
         return replace(item, messages=[*(item.messages or []), {"role": "assistant", "content": content}], steps=None)
 
-    def shared_prompt_tokens(self, item: ScoreItem, ids: list[int]) -> int:
+    def prompt_prefix_tokens(self, item: ScoreItem, ids: list[int]) -> int:
         """Length of the item's prompt tokens when they are an exact prefix of `ids`, else 0.
 
         The prompt is templated alone, first with the assistant header (shared by every response),
         then without it. Templates that render a message differently depending on what follows, or
-        tokenizers that merge across the boundary, fail the check and the item runs whole.
+        tokenizers that merge across the boundary, fail the check (0): a kind that scores the response
+        tokens (DPO) makes that the item's error.
         """
         n = item.num_prompt_messages
         if item.messages is None or not 0 < n < len(item.messages):

@@ -38,6 +38,6 @@ def build_app(args: ServeArgs) -> Application:
     ingress = serve.deployment(serve.ingress()(RewardIngress), name=INGRESS_DEPLOYMENT, **ingress_options)
     # Batching reaches the model replicas only through user_config: with it out of their constructor
     # arguments, a batching change is a lightweight reconfigure, not a replica restart. The ingress
-    # encodes with the user's config as given (shared_prompt: off means no prompt templating there).
+    # encodes with the user's config as given.
     model_rm = args.rm.model_copy(update={"batching": BatchingConfig()})
     return ingress.bind(model.bind(model_rm, args.model_server.torch_threads), args.rm, args.ingress)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from rmcluster.client import replica_gone_errors
 from rmcluster.config import RMConfig
 from rmcluster.encoding import EncodedItem
 from rmcluster.outputs import ScoreResult
@@ -25,7 +25,7 @@ from .router import build_router
 from .serving import RequestLimits, ScoringService
 
 
-_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+_REPLICA_GONE = replica_gone_errors()
 
 
 class RewardIngress:

@@ -114,7 +114,7 @@ class RewardModelServer:
 
     @property
     def max_call_tokens(self) -> int:
-        return self._tuning.max_call_tokens or CALL_GROUPS * self.engine.max_call_tokens
+        return self._tuning.max_call_tokens or CALL_GROUPS * self.engine.max_group_tokens
 
     async def score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
         """Scores in input order. Items of one call may land in different batches."""

@@ -79,7 +79,7 @@ class ScoringService:
     async def get_reward(self, request: GetRewardRequest) -> GetRewardResponse:
         # OpenRLHF sends the policy's decoded text, chat template and BOS included: tokenized with
         # add_special_tokens=False so BOS is not doubled.
-        results = await self._score_strict(_texts(request.query, add_special_tokens=False))
+        results = await self._score_strict(_inputs(request.query, add_special_tokens=False))
         scores = [_score(r) for r in results]
         return GetRewardResponse(
             rewards=scores, scores=scores,
@@ -93,7 +93,7 @@ class ScoringService:
         else:
             # vLLM adds the tokenizer's BOS to `input` texts by default (veRL strips its own BOS for that
             # reason); the encoder keeps exactly one BOS if the text already has it. Token ids go as given.
-            items = _texts(request.inputs(), add_special_tokens=request.add_special_tokens)
+            items = _inputs(request.inputs(), add_special_tokens=request.add_special_tokens)
         results = await self._score_strict(items)
         tokens = sum(r.num_tokens for r in results)
         data = []
@@ -206,10 +206,11 @@ def _items(records: Iterable[AnyRecord]) -> list[list[ScoreItem]]:
     return [expand_record(str(i), record) for i, record in enumerate(records)]
 
 
-def _texts(texts: Iterable[Union[str, list[int]]], add_special_tokens: bool) -> list[list[ScoreItem]]:
+def _inputs(inputs: Iterable[Union[str, list[int]]], add_special_tokens: bool) -> list[list[ScoreItem]]:
+    """Templated texts or token-id lists, one item each."""
     # Not through TextRecord: an empty text is the encoder's ItemError (400), like any unscorable item.
     return [[ScoreItem(str(i), 0, text=t, add_special_tokens=add_special_tokens) if isinstance(t, str)
-             else ScoreItem(str(i), 0, input_ids=tuple(t))] for i, t in enumerate(texts)]
+             else ScoreItem(str(i), 0, input_ids=tuple(t))] for i, t in enumerate(inputs)]
 
 
 def _validate(adapter: TypeAdapter[Any], value: Any, name: str) -> Any:
