@@ -18,6 +18,7 @@ from rmcluster.cli import main as rmcluster_main
 from rmcluster.results import table_rows
 from rmcluster.store import ResultsStore
 from tests.jobs.conftest import run_job
+from tests.conversations import varied_conversations
 from tests.jobs.corpus import MAX_LENGTH, _jsonl_lines
 
 pytestmark = pytest.mark.ray
@@ -31,22 +32,42 @@ def _key(row):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def hf_loop(demo_dir):
+    from tests.reference import ReferenceLoop
+
+    return ReferenceLoop(demo_dir)
+
+
+@pytest.fixture(scope="module")
+def token_id_convs(hf_loop):
+    """Chats sent as token ids (already templated), one record each, scored against the reference loop."""
+    convs = [c for c in varied_conversations(40, seed=71, max_words=200) if hf_loop.ids(c).shape[-1] <= MAX_LENGTH]
+    assert len(convs) >= 4
+    return convs[:4]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, hf_loop, token_id_convs):
     path = tmp_path_factory.mktemp("front-ends") / "mixed.jsonl"
     lines = _jsonl_lines(random.Random(7), 120, 0)
     lines[3] = '{"id": "cut", "prompt": "x", "chosen"'  # at least one broken line, whatever the seed gives
+    lines += [json.dumps({"id": f"ids{k}", "input_ids": hf_loop.ids(c)[0].tolist()})
+              for k, c in enumerate(token_id_convs)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
-def cli_rows(corpus, demo_dir, tmp_path_factory):
+def cli_rows(corpus, demo_dir, tmp_path_factory, hf_loop, token_id_convs):
     out = tmp_path_factory.mktemp("cli") / "out.parquet"
     assert rmcluster_main(["score", "--model", str(demo_dir), "--input", str(corpus), "--output", str(out),
                            "--quiet", *ONE_PER_FORWARD]) == 0
     rows = table_rows(pq.read_table(out))
     assert any("invalid JSON" in (r["error"] or "") for r in rows)
     assert any("Field required" in (r["error"] or "") for r in rows) and any(r["error"] is None for r in rows)
+    by_id = {r["id"]: r for r in rows}
+    for k, conv in enumerate(token_id_convs):  # token-id records score as their chats do in the HF loop
+        assert abs(by_id[f"ids{k}"]["score"] - hf_loop.score(conv)) < 1e-4
     return rows
 
 
