@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel; on a GPU machine use e.g. `make install TORCH_SPEC=torch EXTRAS=serve,dev,gpu`.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= serve,dev
+EXTRAS ?= serve,dev,trainers
+# Trainer packages the adapter tests import; --no-deps: their own pins (transformers, ray) clash with ours,
+# and the tests use only their reward-side code.
+TRAINER_NODEPS ?= verl==0.9.1 openrlhf==0.11.2
 export RAY_USAGE_STATS_ENABLED = 0
 export HF_HUB_OFFLINE ?= 1
 
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps $(TRAINER_NODEPS)
 	touch $@
 
 demo: install

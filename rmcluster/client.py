@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Sequence, TypeVar
 
 from .protocol import (
-    ErrorResponse, InvalidInputError, ItemRejectedError, RequestTimeoutError, RequestTooLargeError, ScoreResponse,
+    ErrorResponse, GetRewardResponse, InvalidInputError, ItemRejectedError, RequestTimeoutError, RequestTooLargeError, ScoreResponse,
     ScoringError, ScoringFailedError, ServiceOverloadedError,
 )
 
@@ -30,7 +30,7 @@ _ERRORS_BY_STATUS: dict[int, type[ScoringError]] = {
     422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError, 413: RequestTooLargeError,
     408: RequestTimeoutError}
 _HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses",
-                   "input_ids": "score_token_ids"}
+                   "input_ids": "score_token_ids", "texts": "score_texts"}
 
 
 class RetryPolicy:
@@ -58,7 +58,7 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-Shape = Literal["conversations", "pairs", "groups", "input_ids"]
+Shape = Literal["conversations", "pairs", "groups", "input_ids", "texts"]
 
 
 def _items_in(shape: Shape, record: Any) -> int:
@@ -139,6 +139,11 @@ class _ChunkedScorer:
         that shares the RM's tokenizer skips the text round-trip); scored as given."""
         return self._score("input_ids", [list(ids) for ids in token_ids])
 
+    def score_texts(self, texts: Sequence[str]) -> list[float]:
+        """One score per text already templated with the reward model's chat template (BOS included, as
+        OpenRLHF's queries are); tokenized with no special tokens added."""
+        return self._score("texts", list(texts))
+
     def score_pairs(self, pairs: Sequence[dict[str, Any]]) -> list[list[float]]:
         """[chosen, rejected] per {"prompt", "chosen", "rejected"} (prompt/response: str or messages)."""
         return _regroup("pairs", pairs, self._score("pairs", pairs))
@@ -164,9 +169,14 @@ class RewardClient(_ChunkedScorer):
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
         def call() -> list[float]:
-            response = self._http.post("/v1/score", json={shape: chunk.records})
+            if shape == "texts":  # /v1/score takes no texts; /get_reward scores them the same way
+                response = self._http.post("/get_reward", json={"query": chunk.records})
+            else:
+                response = self._http.post("/v1/score", json={shape: chunk.records})
             if response.status_code != 200:
                 raise _http_error(response, chunk)
+            if shape == "texts":
+                return GetRewardResponse.model_validate_json(response.content).rewards
             return ScoreResponse.model_validate_json(response.content).scores
 
         return self.retry.run(call, self._retryable)
@@ -240,6 +250,8 @@ def _as_record(shape: Shape, value: Any) -> Any:
         return {"messages": value}
     if shape == "input_ids":
         return {"input_ids": value}
+    if shape == "texts":
+        return {"text": value}
     return value
 
 

@@ -108,7 +108,8 @@ class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward request: already-templated texts (special tokens included)."""
 
     model_config = ConfigDict(extra="ignore")
-    query: Annotated[list[str], Field(min_length=1)] = Field(description="Templated prompt + response texts.")
+    # May be empty: OpenRLHF 0.11.0 sends `query: []` to every server but one, and expects empty lists back.
+    query: list[str] = Field(description="Templated prompt + response texts.")
     prompts: Optional[list[str]] = Field(None, description="Accepted and ignored (for rule-based rewards).")
     labels: Optional[list[Any]] = Field(None, description="Accepted and ignored (for rule-based rewards).")
 

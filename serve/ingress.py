@@ -85,6 +85,10 @@ class RewardIngress:
         """One score per token-id list, already templated with the model's chat template."""
         return await self.service.score_token_ids(token_ids)
 
+    async def score_texts(self, texts: list[str]) -> list[float]:
+        """One score per already-templated text (chat template and BOS included, as /get_reward takes)."""
+        return await self.service.score_texts(texts)
+
     async def score_records(self, records: list[dict]) -> list[dict]:
         """Result rows as `rmcluster.pipeline.score_records` makes them (id, index, label, score, ..., model)."""
         return await self.service.score_records(records)

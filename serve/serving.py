@@ -45,6 +45,7 @@ _CONVERSATIONS = TypeAdapter(list[Messages])
 _PAIRS = TypeAdapter(list[PairRecord])
 _GROUPS = TypeAdapter(list[ResponsesRecord])
 _TOKEN_IDS = TypeAdapter(list[TokenIds])
+_TEXTS = TypeAdapter(list[str])
 
 
 class ScoringService:
@@ -79,7 +80,7 @@ class ScoringService:
     async def get_reward(self, request: GetRewardRequest) -> GetRewardResponse:
         # OpenRLHF sends the policy's decoded text, chat template and BOS included: tokenized with
         # add_special_tokens=False so BOS is not doubled.
-        results = await self._score_strict(_inputs(request.query, add_special_tokens=False))
+        results = await self._score_strict(_inputs(request.query, add_special_tokens=False)) if request.query else []
         scores = [_score(r) for r in results]
         return GetRewardResponse(
             rewards=scores, scores=scores,
@@ -137,6 +138,13 @@ class ScoringService:
         if not ids:
             return []
         return [_score(r) for r in await self._score_strict(_items(TokensRecord(input_ids=i) for i in ids))]
+
+    async def score_texts(self, texts: Any) -> list[float]:
+        """One score per already-templated text, tokenized as /get_reward does (no BOS added)."""
+        values = _validate(_TEXTS, texts, "texts")
+        if not values:
+            return []
+        return [_score(r) for r in await self._score_strict(_inputs(values, add_special_tokens=False))]
 
     async def score_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """Result rows exactly as `rmcluster.pipeline.score_records` makes them in-process.
