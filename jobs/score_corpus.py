@@ -8,7 +8,8 @@ The job reads in four steps:
   2. tokenize on CPU actors: parse, expand, template, tokenize; skip (id, index) already stored;
   3. score on a model actor pool (`map_batches` + `ActorPoolStrategy`, `num_gpus` per actor),
      or, with --serve-app, through a running Serve app's handle;
-  4. write atomic Parquet files into the store, then summary.json and report.html.
+  4. write atomic Parquet files into the store, then summary.json and report.html (with the
+     evaluation per subset when the records are preference pairs or carry a subset, as `rmcluster eval`).
 Rerunning the same command on the same output scores only what is missing (see rmcluster/store.py).
 Exit status: 0 done; 1 the error rate exceeded --max-error-rate (the rows are written); 2 bad
 arguments, missing input, an unloadable model (checked before any cluster work), or another job
@@ -18,7 +19,6 @@ running on the same --output (one job per results store; a killed job's lock is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,8 +32,8 @@ from rmcluster.config import RMConfig
 from rmcluster.config_cli import add_config_flags, config_from_args
 from rmcluster.demo_model import DEMO_MODEL_NAME, MEANINGLESS
 from rmcluster.scorers import check_loadable
-from rmcluster.store import REPORT_FILE, SUMMARY_FILE, ResultsStore
-from rmcluster.summary import SUMMARY_COLUMNS, format_summary, summarize, throughput
+from rmcluster.store import ResultsStore
+from rmcluster.store_summary import format_store_summary, run_figures, summarize_store, write_store_summary
 
 from .config import JobConfig
 
@@ -134,24 +134,15 @@ def build_dataset(config: JobConfig, fs, files: list[str], done, model: str):
 
 def finish(store: ResultsStore, config: JobConfig, model: str, written: dict, wall: float, already_done: int,
            took_over: Optional[str] = None) -> dict:
-    """Step 4b: one row per key, then summary.json and report.html over the whole store."""
-    from rmcluster.report import render_report
-
-    duplicates = store.dedupe()
-    table = store.read(SUMMARY_COLUMNS)
-    summary = summarize(table)
-    summary.update(throughput(written["tokens"], wall))  # this run's, as tokens_scored below
-    summary["run"] = {"rows_written": written["rows"], "files_written": written["files"],
-                      "tokens_scored": written["tokens"], "already_stored": already_done,
-                      "duplicates_removed": duplicates}
+    """Step 4b: one row per key, then summary.json and report.html over the whole store (the same as
+    `rmcluster eval` writes), with this run's figures apart under `run`."""
+    run = run_figures(written["rows"], written["files"], written["tokens"], already_done, wall)
     if took_over is not None:
-        summary["run"]["lock_taken_over_from"] = took_over  # a killed job's lock, left behind
-    summary["model"] = model
+        run["lock_taken_over_from"] = took_over  # a killed job's lock, left behind
+    table, summary = summarize_store(store, model, run, config.input)
     if config.serve.app:
         summary["serve_app"] = config.serve.app
-    summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    store.write_text(REPORT_FILE, render_report(table, summary, title=f"rmcluster results: {config.output}"))
+    write_store_summary(store, table, summary, title=f"rmcluster results: {config.output}")
     return summary
 
 
@@ -219,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"results store {config.output}\n{format_summary(summary)}")
+    print(f"results store {config.output}\n{format_store_summary(summary)}")
     rate = summary["errors"] / summary["items"] if summary["items"] else 0.0
     if config.max_error_rate is not None and rate > config.max_error_rate:
         print(f"error: error rate {rate:.4f} ({summary['errors']} of {summary['items']} items) exceeds "

@@ -33,7 +33,7 @@ _ENCODED_UNIT = pa.struct([("input_ids", pa.list_(pa.int32())), ("truncated", pa
 PLANNED_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("error", pa.string()),
-    ("items", pa.list_(pa.struct([("index", pa.int64()), ("label", pa.string())]))),
+    ("items", pa.list_(pa.struct([("index", pa.int64()), ("label", pa.string()), ("subset", pa.string())]))),
     ("encoded", pa.list_(_ENCODED_UNIT)),
 ])
 

@@ -36,13 +36,14 @@ class PlannedRecord:
         return {
             "id": self.record_id,
             "error": self.error,
-            "items": [{"index": it.index, "label": it.label} for it in self.items],
+            "items": [{"index": it.index, "label": it.label, "subset": it.subset} for it in self.items],
             "encoded": [e.to_row() for e in self.encoded],
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "PlannedRecord":
-        items = [ScoreItem(row["id"], int(it["index"]), it["label"]) for it in row["items"] or []]
+        items = [ScoreItem(row["id"], int(it["index"]), it["label"], subset=it.get("subset"))
+                 for it in row["items"] or []]
         encoded = [encoded_from_row(e) for e in row["encoded"] or []]
         return cls(row["id"], items, encoded, row["error"])
 

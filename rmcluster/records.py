@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError,
+                      field_validator)
 from typing_extensions import Annotated
 
 
@@ -40,6 +41,13 @@ Response = Union[str, Messages, Steps]
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: Optional[Union[str, int]] = None
+    # The evaluation group (RewardBench's `subset`, or a `category` column), kept on every row.
+    subset: Optional[str] = Field(None, validation_alias=AliasChoices("subset", "category"))
+
+    @field_validator("subset", mode="before")
+    @classmethod
+    def _subset_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 class ConversationRecord(_Record):
@@ -126,6 +134,7 @@ class ScoreItem:
     add_special_tokens: bool = False  # text only: put the tokenizer's BOS in front (vLLM /classify)
     # A final assistant message given as reasoning steps (after `messages`); the encoder joins them.
     steps: Optional[tuple[str, ...]] = None
+    subset: Optional[str] = None  # the record's evaluation group, a column of the results
 
     @classmethod
     def conversation(cls, item_id: str, messages: Sequence[dict[str, Any]]) -> "ScoreItem":
@@ -211,7 +220,12 @@ def _response_item(rid: str, index: int, label: Optional[str], prompt: list[dict
 
 
 def expand_record(rid: str, record: AnyRecord) -> list[ScoreItem]:
-    """A validated record -> its scorable items, in results-store order."""
+    """A validated record -> its scorable items, in results-store order, each with the record's subset."""
+    items = _items(rid, record)
+    return items if record.subset is None else [replace(it, subset=record.subset) for it in items]
+
+
+def _items(rid: str, record: AnyRecord) -> list[ScoreItem]:
     if isinstance(record, ConversationRecord):
         return [ScoreItem.conversation(rid, _turns(record.messages, "user"))]
     if isinstance(record, TextRecord):

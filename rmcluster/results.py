@@ -22,6 +22,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("index", pa.int64(), nullable=False),  # response position in its record; chosen=0, rejected=1
         pa.field("label", pa.string()),  # null | "chosen" | "rejected"
+        pa.field("subset", pa.string()),  # the record's `subset` / `category`, for evaluation; else null
         pa.field("score", pa.float64()),  # the reward; null on error
         pa.field("logits", pa.list_(pa.float32())),  # sequence classifiers: all labels
         pa.field("values", pa.map_(pa.string(), pa.float64())),  # named outputs: objectives, labels; or null
@@ -37,7 +38,7 @@ RESULT_SCHEMA = pa.schema(
 
 def result_row(item: "ScoreItem", result: ScoreResult, model: str) -> dict[str, Any]:
     """The one way a scored (or failed) item becomes a row, on every front end."""
-    return _row(item.id, item.index, item.label, result, model)
+    return _row(item.id, item.index, item.label, result, model, item.subset)
 
 
 def error_row(record_id: str, message: str, model: str) -> dict[str, Any]:
@@ -45,12 +46,14 @@ def error_row(record_id: str, message: str, model: str) -> dict[str, Any]:
     return _row(record_id, 0, None, ScoreResult.failed(message), model)
 
 
-def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, model: str) -> dict[str, Any]:
+def _row(record_id: str, index: int, label: Optional[str], result: ScoreResult, model: str,
+         subset: Optional[str] = None) -> dict[str, Any]:
     out = result.output
     return {
         "id": record_id,
         "index": index,
         "label": label,
+        "subset": subset,
         "score": result.score,
         "logits": result.logits,
         "values": out.values if out is not None else None,

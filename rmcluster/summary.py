@@ -10,13 +10,16 @@ import pyarrow.compute as pc
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # The columns `summarize` reads: what a caller loads from a results store or file for it.
-SUMMARY_COLUMNS = ["id", "index", "label", "score", "values", "step_scores", "num_tokens", "truncated", "error"]
+SUMMARY_COLUMNS = ["id", "index", "label", "subset", "score", "values", "step_scores", "num_tokens", "truncated", "error"]
 
 
 def throughput(tokens: int, wall_seconds: float) -> dict[str, Any]:
-    """What one run did per second: the last run's figures, apart from the store's totals."""
+    """What one run did per second: the last run's figures, apart from the store's totals.
+
+    A run that scored nothing (a resumed job with nothing left) has no rate, rather than a rate of 0.
+    """
     return {"wall_seconds": round(wall_seconds, 3),
-            "tokens_per_s": round(tokens / wall_seconds, 1) if wall_seconds > 0 else None}
+            "tokens_per_s": round(tokens / wall_seconds, 1) if wall_seconds > 0 and tokens > 0 else None}
 
 
 def summarize(table: pa.Table, wall_seconds: Optional[float] = None) -> dict[str, Any]:

@@ -68,12 +68,15 @@ def test_summary_json_report_and_results_command(scored, reference, capsys):
     assert summary["pairs"] == len(margins) > 20
     assert summary["pair_accuracy"] == pytest.approx(sum(m > 0 for m in margins) / len(margins))
     assert summary["pair_margin_mean"] == pytest.approx(statistics.fmean(margins), abs=TOL)
-    assert summary["wall_seconds"] > 0 and summary["tokens_per_s"] > 0
+    # The last run's figures sit under "run", apart from the store's totals.
+    assert summary["run"]["wall_seconds"] > 0 and summary["run"]["tokens_per_s"] > 0
+    assert "wall_seconds" not in summary and "tokens_per_s" not in summary
+    assert summary["eval"]["pairs"] == summary["pairs"] and summary["eval"]["accuracy"] == summary["pair_accuracy"]
     assert summary["run"]["rows_written"] >= len(first)  # repeated keys are written, then deduplicated
 
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 3  # scores, chosen vs rejected, margins
-    assert "pair_accuracy" in report
+    assert 'id="headline"' in report and 'id="last-run"' in report and "Nothing left to score" not in report
 
     assert f"pair_accuracy      {summary['pair_accuracy']:.4g}" in printed  # the final table on stdout
     assert rmcluster_main(["results", str(out)]) == 0
@@ -89,7 +92,11 @@ def test_rerun_scores_only_what_is_missing(scored, reference, job_args, tmp_path
 
     rc, _ = run_job([*job_args, "--output", str(out)])
     assert rc == 0
-    assert json.loads((out / "summary.json").read_text())["run"]["rows_written"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["rows_written"] == 0 and summary["run"]["tokens_per_s"] is None  # no rate, not a rate of 0
+    assert summary["items"] == len(reference)  # the store's totals are still the whole store's
+    report = (out / "report.html").read_text()
+    assert "Nothing left to score" in report and "tokens_per_s" not in report.split('id="last-run"')[0]
     assert store.data_files() == files  # nothing rewritten
 
     # Lose two files and leave a half-written temporary behind, as a crash would.
