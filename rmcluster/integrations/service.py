@@ -19,6 +19,7 @@ from ..client import HandleRewardClient, RetryPolicy, RewardClient
 
 T = TypeVar("T")
 Client = Union[HandleRewardClient, RewardClient]
+Messages = list[dict[str, Any]]
 
 
 class ServiceSettings(BaseModel):
@@ -73,18 +74,39 @@ class RewardService:
 
     async def score_groups(self, groups: Sequence[dict[str, Any]]) -> list[list[float]]:
         """Scores per {"prompt", "responses"} record: a GRPO group's shared prompt runs once."""
-        n = sum(len(g["responses"]) for g in groups)
-        return await asyncio.to_thread(self._timed, n, lambda: self.client.score_responses(groups))
+        return await asyncio.to_thread(self.score_groups_sync, groups)
 
-    async def score_conversations(self, conversations: Sequence[list[dict[str, Any]]]) -> list[float]:
-        return await asyncio.to_thread(self._timed, len(conversations), lambda: self.client.score(conversations))
+    async def score_by_prompt(self, samples: Sequence[tuple[Messages, Any]]) -> list[float]:
+        """One score per (prompt messages, response) sample; samples with equal prompts go as one group."""
+        return await asyncio.to_thread(self.score_by_prompt_sync, samples)
+
+    async def score_conversations(self, conversations: Sequence[Messages]) -> list[float]:
+        return await asyncio.to_thread(self.score_conversations_sync, conversations)
 
     async def score_texts(self, texts: Sequence[str]) -> list[float]:
         """Texts already templated with the RM's chat template (OpenRLHF's queries)."""
         return await asyncio.to_thread(self.score_texts_sync, texts)
 
+    # The same, blocking: for trainers that call from worker threads or sync actor methods.
+    def score_groups_sync(self, groups: Sequence[dict[str, Any]]) -> list[list[float]]:
+        n = sum(len(g["responses"]) for g in groups)
+        return self._timed(n, lambda: self.client.score_responses(groups)) if groups else []
+
+    def score_by_prompt_sync(self, samples: Sequence[tuple[Messages, Any]]) -> list[float]:
+        groups: dict[str, tuple[Messages, list[int]]] = {}
+        for i, (prompt, _) in enumerate(samples):
+            groups.setdefault(json.dumps(prompt, sort_keys=True), (prompt, []))[1].append(i)
+        records = [{"prompt": prompt, "responses": [samples[i][1] for i in at]} for prompt, at in groups.values()]
+        out = [0.0] * len(samples)
+        for (_, at), scores in zip(groups.values(), self.score_groups_sync(records)):
+            for i, score in zip(at, scores):
+                out[i] = score
+        return out
+
+    def score_conversations_sync(self, conversations: Sequence[Messages]) -> list[float]:
+        return self._timed(len(conversations), lambda: self.client.score(conversations)) if conversations else []
+
     def score_texts_sync(self, texts: Sequence[str]) -> list[float]:
-        """The same, blocking: for trainers that call from worker threads."""
         return self._timed(len(texts), lambda: self.client.score_texts(texts)) if texts else []
 
     def _timed(self, n: int, call: Callable[[], T]) -> T:

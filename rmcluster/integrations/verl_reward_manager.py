@@ -16,7 +16,6 @@ the score at the last valid response token (`assemble_rm_scores`, inherited).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
@@ -56,14 +55,5 @@ class RmclusterRewardManager(RewardManagerBase):
 
     async def _score_step(self, samples: list[Sample]) -> list[tuple[float, int]]:
         # One record per distinct prompt (a GRPO group, whatever its uid), responses in arrival order.
-        groups: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
-        for i, (prompt, _) in enumerate(samples):
-            groups.setdefault(json.dumps(prompt, sort_keys=True), (prompt, []))[1].append(i)
-        records = [{"prompt": prompt, "responses": [[{"role": "assistant", "content": samples[i][1]}] for i in at]}
-                   for prompt, at in groups.values()]
-        scores = await self.service.score_groups(records)
-        out: list[tuple[float, int]] = [(0.0, 0)] * len(samples)
-        for (_, at), group_scores in zip(groups.values(), scores):
-            for i, s in zip(at, group_scores):
-                out[i] = (s, len(samples))
-        return out
+        pairs = [(prompt, [{"role": "assistant", "content": text}]) for prompt, text in samples]
+        return [(score, len(samples)) for score in await self.service.score_by_prompt(pairs)]
