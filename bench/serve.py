@@ -3,6 +3,7 @@
     python bench/serve.py                         # CPU: hidden-256, 4-layer random Llama, fp32
     python bench/serve.py --shape demo --requests 200
     python bench/serve.py --json out.json
+    python bench/serve.py --trainer               # veRL GRPO steps: per-sample /classify vs the veRL adapter
 
 Same model, same requests (one conversation each, as an RL trainer sends them) at 1, 8 and 32
 concurrent clients on every path. The engine path calls `ScoringEngine.score_items` in-process
@@ -204,6 +205,9 @@ def main() -> int:
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                         help="Serve's per-request access log lines in the replicas (on by default, as in Serve)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--trainer", action="store_true",
+                        help="instead: veRL-shaped GRPO reward steps, per-sample /classify vs the veRL adapter")
+    parser.add_argument("--steps", type=int, default=3, help="--trainer: timed steps")
     args = parser.parse_args()
 
     import torch
@@ -235,6 +239,13 @@ def main() -> int:
     args.batch_wait_ms = 1e3 * serve_args.model_server.batch_wait_timeout_s
     serve.run(build_app(serve_args), name="bench", route_prefix="/",
               logging_config={"enable_access_log": args.access_log})
+    if args.trainer:
+        from bench.trainer_step import run as trainer_run
+
+        print(trainer_run(model_dir, "bench", f"http://127.0.0.1:{port}", args.steps))
+        serve.shutdown()
+        ray.shutdown()
+        return 0
     handle = serve.get_app_handle("bench")
     url = f"http://127.0.0.1:{port}"
     driver_probes = _DriverLogCount(PROBE_WARNING)
