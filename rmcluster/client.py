@@ -13,6 +13,7 @@ cheap: httpx and ray are imported when a client is made.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +22,14 @@ from typing import Any, Callable, Literal, Optional, Sequence, TypeVar
 
 from .protocol import (
     ErrorResponse, GetRewardResponse, InvalidInputError, ItemRejectedError, RequestTimeoutError, RequestTooLargeError, ScoreResponse,
-    ScoringError, ScoringFailedError, ServiceOverloadedError,
+    ScoringError, ScoringFailedError, ServiceOverloadedError, UnauthorizedError,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ERRORS_BY_STATUS: dict[int, type[ScoringError]] = {
     422: InvalidInputError, 400: ItemRejectedError, 503: ServiceOverloadedError, 413: RequestTooLargeError,
-    408: RequestTimeoutError}
+    408: RequestTimeoutError, 401: UnauthorizedError}
 _HANDLE_METHODS = {"conversations": "score", "pairs": "score_pairs", "groups": "score_responses",
                    "input_ids": "score_token_ids", "texts": "score_texts"}
 
@@ -154,17 +155,23 @@ class _ChunkedScorer:
 
 
 class RewardClient(_ChunkedScorer):
-    """HTTP client for `POST /v1/score`. Thread-safe; reuse one per process."""
+    """HTTP client for `POST /v1/score`. Thread-safe; reuse one per process.
+
+    `api_key` (default: the RMCLUSTER_API_KEY environment variable) goes as `Authorization: Bearer`, for a
+    service with ingress.api_keys set; a missing or wrong key raises UnauthorizedError (not retried).
+    """
 
     def __init__(self, url: str, *, chunk_size: int = 64, max_in_flight: int = 8, timeout_s: float = 180.0,
-                 retry: Optional[RetryPolicy] = None):
+                 retry: Optional[RetryPolicy] = None, api_key: Optional[str] = None):
         import httpx
 
         self.url = url.rstrip("/")
         self.chunk_size, self.max_in_flight = chunk_size, max_in_flight
         self.retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, limits=limits)
+        api_key = api_key if api_key is not None else os.environ.get("RMCLUSTER_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, limits=limits, headers=headers)
         self._httpx = httpx
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:

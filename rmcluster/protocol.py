@@ -251,6 +251,13 @@ class RequestTooLargeError(ScoringError, ValueError):
     error_type = "request_too_large"
 
 
+class UnauthorizedError(ScoringError, PermissionError):
+    """No valid API key came with the request (HTTP 401; the service has ingress.api_keys set)."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
 class RequestTimeoutError(ScoringError, RuntimeError):
     """The request did not finish within the ingress's request_timeout_s (HTTP 408); its queued work is dropped."""
 

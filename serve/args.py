@@ -105,6 +105,21 @@ class BatchTuning(StrictModel):
     max_call_tokens: Optional[int] = Field(None, ge=1)  # None: unset, as in ModelServerArgs
 
 
+class ApiKeysSource(StrictModel):
+    """Where the ingress reads its API keys: never inline in a config that ships."""
+
+    env: Optional[str] = Field(None, description="Environment variable with the keys, comma-separated (e.g. from a "
+                               "Kubernetes Secret); read once at start.")
+    file: Optional[str] = Field(None, description="File with one key per line ('#' comments), e.g. a mounted Secret; "
+                                "re-read when it changes, so keys rotate without a restart.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ApiKeysSource":
+        if (self.env is None) == (self.file is None):
+            raise ValueError("api_keys takes exactly one of: env (a variable's name), file (a path)")
+        return self
+
+
 class IngressArgs(DeploymentArgs):
     """The FastAPI ingress: validates, tokenizes (CPU) and fans requests out to the model replicas."""
 
@@ -123,6 +138,9 @@ class IngressArgs(DeploymentArgs):
     max_tokens_per_request: int = Field(20_000_000, ge=1, description="Most tokens in one request (413 above).")
     request_timeout_s: float = Field(
         600.0, gt=0, description="A request not done by then ends with 408 and its queued chunks are dropped.")
+    api_keys: Optional[ApiKeysSource] = Field(
+        None, description="When set, every HTTP endpoint but /health needs `Authorization: Bearer <key>` (401 "
+        "otherwise). Unset: no authentication (keep the service on a private network).")
 
 
 class ServeArgs(StrictModel):

@@ -19,6 +19,7 @@ from rmcluster.outputs import ScoreResult
 from rmcluster.protocol import ServiceOverloadedError
 from rmcluster.scorers import build_encoder
 
+from .api_keys import KeySet
 from .args import IngressArgs
 from .metrics import IngressMetrics
 from .router import build_router
@@ -38,9 +39,11 @@ class RewardIngress:
                                settings.request_timeout_s)
         self.service = ScoringService(build_encoder(rm), self._score_encoded, rm.model.name,
                                       on_tokenize=metrics.tokenize.observe, limits=limits)
+        self._api_keys = KeySet(settings.api_keys) if settings.api_keys is not None else None
 
     def __serve_build_asgi_app__(self):
-        return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health)
+        return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health,
+                            api_keys=self._api_keys)
 
     async def _score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
         """Chunks to the model replicas, a bounded number at a time: a big request queues behind itself,

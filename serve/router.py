@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +20,7 @@ from rmcluster.protocol import (
     ModelCard, ModelList, ScoreRequest, ScoreResponse, ScoringError, invalid_input_at,
 )
 
+from .api_keys import ApiKeyAuth, KeySet
 from .body_limit import BodySizeLimit
 from .errors import error_json, scoring_error_json
 from .serving import ScoringService
@@ -28,6 +29,8 @@ log = logging.getLogger("ray.serve")
 
 _ERRORS = {
     400: {"model": ErrorResponse, "description": "An item is over max_length (on_overflow: error) or unscorable."},
+    401: {"model": ErrorResponse, "description": "ingress.api_keys is set and no valid `Authorization: Bearer` key "
+          "came with the request."},
     408: {"model": ErrorResponse, "description": "Not done within ingress.request_timeout_s; its queued work was dropped."},
     413: {"model": ErrorResponse, "description": "Body over the size limit, or more items or tokens than one request "
           "may carry."},
@@ -39,13 +42,16 @@ _ERRORS = {
 HEALTH_TIMEOUT_S = 10.0
 
 
-def build_router(service: ScoringService, *, max_body_bytes: int, health: Callable[[], Awaitable[None]]) -> FastAPI:
+def build_router(service: ScoringService, *, max_body_bytes: int, health: Callable[[], Awaitable[None]],
+                 api_keys: Optional[KeySet] = None) -> FastAPI:
     app = FastAPI(
         title="rmcluster reward model",
         version=__version__,
         description="Reward-model scores (raw logits) with exact parity to the per-conversation HF loop.",
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if api_keys is not None:  # added last, so it runs first: no body is read for a caller without a key
+        app.add_middleware(ApiKeyAuth, keys=api_keys)
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
     async def score(request: ScoreRequest) -> ScoreResponse:

@@ -34,6 +34,8 @@ class ServiceSettings(BaseModel):
     timeout_s: Optional[float] = Field(None, gt=0, description="Per request.")
     max_retries: Optional[int] = Field(None, ge=0, description="Retries of an overloaded or unreachable service.")
     one_hop: Optional[bool] = Field(None, description="Handle only: tokenize in the caller (default: where it can).")
+    api_key: Optional[str] = Field(None, description="HTTP only, for a service with ingress.api_keys "
+                                   "(default: the RMCLUSTER_API_KEY environment variable).", repr=False)
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServiceSettings":
@@ -51,7 +53,7 @@ class ServiceSettings(BaseModel):
         if self.max_retries is not None:
             kwargs["retry"] = RetryPolicy(max_retries=self.max_retries)
         if self.url is not None:
-            return RewardClient(self.url, **kwargs)
+            return RewardClient(self.url, api_key=self.api_key, **kwargs)
         return HandleRewardClient(self.app_name, one_hop=self.one_hop, **kwargs)
 
 

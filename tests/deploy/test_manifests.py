@@ -211,3 +211,16 @@ def test_ray_up_configs_validate_against_rays_schema(path):
     config["idle_timeout_minute"] = 1  # a typo must be caught
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(config, schema)
+
+
+def test_the_api_keys_secret_is_mounted_where_the_serve_config_reads_it_on_every_pod():
+    (rayservice,) = [doc for _, doc in _ray_docs() if doc["kind"] == "RayService"]
+    (app,) = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    key_file = Path(app["args"]["ingress"]["api_keys"]["file"])
+    spec = rayservice["spec"]["rayClusterConfig"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:  # the ingress may run on any pod
+        pod = group["template"]["spec"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert secrets.get(mounts.get(str(key_file.parent))) == "rmcluster-api-keys", group.get("groupName", "head")
