@@ -161,10 +161,30 @@ def derive_id(raw: Any) -> str:
     Records with identical content share an id, so they are one item in the results store.
     """
     if isinstance(raw, (bytes, str)):
-        payload = raw if isinstance(raw, bytes) else raw.encode()
+        payload = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
     else:
-        payload = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str).encode()
+        payload = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
     return "h" + hashlib.sha1(payload).hexdigest()[:16]
+
+
+def _lone_surrogate_at(value: Any, path: str = "") -> Optional[str]:
+    """The path of the first string (key or value) that is not valid Unicode: JSON's "\\ud800" escapes parse,
+    but no tokenizer or Parquet file takes them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "record"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _lone_surrogate_at(key) is not None:
+            return where.encode("utf-8", "backslashreplace").decode()
+        found = _lone_surrogate_at(item, where)
+        if found is not None:
+            return found.encode("utf-8", "backslashreplace").decode()
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -198,6 +218,9 @@ def parse_record(raw: Any) -> tuple[str, AnyRecord]:
     raw = _plain(raw)
     if not isinstance(raw, dict):
         raise RecordError(derive_id(raw), f"record must be a JSON object, got {type(raw).__name__}")
+    bad_text = _lone_surrogate_at(raw)
+    if bad_text is not None:
+        raise RecordError(derive_id(raw), f"record {derive_id(raw)}: {bad_text}: not valid Unicode (a lone surrogate)")
     has_id = raw.get("id") is not None
     rid = str(raw["id"]) if has_id else derive_id(raw)
     try:
