@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from .atomic import atomic_output, is_temporary
 from .results import RESULT_SCHEMA
 
+# Files are read by name against this schema, so a column added since (`subset`) reads as null in older files.
 STORE_SCHEMA = RESULT_SCHEMA.append(pa.field("scored_at", pa.timestamp("us", tz="UTC")))
 DATA_DIR = "data"
 SUMMARY_FILE = "summary.json"

@@ -30,7 +30,8 @@ def names(store):
 def test_a_failed_write_leaves_no_file(tmp_path):
     store = ResultsStore(str(tmp_path))
     store.write_data(rows([("a", 0), ("a", 1)]), "part-1.parquet")
-    bad = rows([("b", 0)]).set_column(3, "score", pa.array(["not a number"]))
+    good = rows([("b", 0)])
+    bad = good.set_column(good.schema.get_field_index("score"), "score", pa.array(["not a number"]))
     with pytest.raises(pa.ArrowInvalid):
         store.write_data(bad, "part-2.parquet")  # fails after the temporary was opened
     assert names(store) == ["part-1.parquet"]
