@@ -156,6 +156,8 @@ def run(config: JobConfig, fs, files: list[str]) -> dict:
         lock.acquire()
     except StoreLocked as err:
         raise PreflightError(str(err)) from None
+    except OSError as err:  # the lock is the store's first write: a bucket that refuses it fails before scoring
+        raise PreflightError(f"output {config.output} is not writable: {err}") from None
     try:
         return _run_locked(config, fs, files, run_id, lock.took_over.describe() if lock.took_over else None)
     finally:
