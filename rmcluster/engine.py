@@ -96,10 +96,21 @@ class ScoringEngine:
         """Score encoded units; failed encodings fail their unit alone. Results in input order."""
         results: list[ScoreResult] = [ScoreResult.failed(e.message) if not isinstance(e, EncodedItem) else _PENDING
                                       for e in encoded]
-        todo = [i for i, e in enumerate(encoded) if isinstance(e, EncodedItem)]
-        good = [e for e in encoded if isinstance(e, EncodedItem)]
-        for i, result in zip(todo, self._score(good, on_batch)):
-            results[i] = result
+        # Identical units (a pair with the same two responses, a repeated sample) run once: the copies get the
+        # same result, so a tie is exactly a tie rather than two sums in different batch shapes.
+        todo: list[tuple[int, int]] = []
+        first: dict[tuple[tuple[int, ...], int, bool], int] = {}
+        unique: list[EncodedItem] = []
+        for i, e in enumerate(encoded):
+            if isinstance(e, EncodedItem):
+                key = (tuple(e.input_ids), e.prompt_tokens, e.truncated)
+                if key not in first:
+                    first[key] = len(unique)
+                    unique.append(e)
+                todo.append((i, first[key]))
+        scored = self._score(unique, on_batch)
+        for i, k in todo:
+            results[i] = scored[k]
         return results
 
     def _score(self, encoded: Sequence[EncodedItem], on_batch: OnBatch) -> list[ScoreResult]:

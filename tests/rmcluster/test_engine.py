@@ -100,3 +100,20 @@ def test_weight_free_encoder_encodes_like_the_scorer(engine):
                 encoder.encode(item)
             continue
         assert encoder.encode(item) == expected
+
+
+def test_identical_items_run_once_and_tie_exactly(engine, demo_dir):
+    from rmcluster.pipeline import score_records
+
+    reference = ReferenceLoop(demo_dir)
+    prompt = "Pick the better answer to this question about rivers and the sea, please."
+    same = "Rivers run to the sea, mostly downhill."
+    records = [{"id": "tie", "prompt": prompt, "chosen": same, "rejected": same},
+               {"id": "other", "prompt": prompt, "responses": ["A different answer entirely.", same]}]
+    batches = []
+    rows = score_records(engine, records, on_batch=lambda stats: batches.append(stats))
+    scores = {(r["id"], r["index"]): r["score"] for r in rows}
+    assert scores[("tie", 0)] == scores[("tie", 1)] == scores[("other", 1)]  # bit for bit: one computation
+    conv = [{"role": "user", "content": prompt}, {"role": "assistant", "content": same}]
+    assert scores[("tie", 0)] == pytest.approx(reference.score(conv), abs=1e-4)
+    assert sum(b.items for b in batches) == 2  # four items, two distinct sequences
