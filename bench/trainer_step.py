@@ -82,11 +82,17 @@ def run(model_dir: str, app: str, url: str, steps: int) -> str:
     per_sample = asyncio.run(grpo_steps(url, "rm", texts))  # step 0 is its warm-up
     manager = RewardLoopManager(verl_config(model_dir, app))
     manager.compute_rm_score(batches[0])  # warm-up
-    adapter_seconds, rm_scores = [], []
+    from ray import serve
+
+    model = serve.get_deployment_handle("RewardModelServer", app)
+    adapter_seconds, rm_scores, service_seconds, forward_seconds = [], [], [], []
     for data in batches[1:]:
+        before = model.stats.remote().result()["forward_seconds"]
         start = time.perf_counter()
         out = manager.compute_rm_score(data)
         adapter_seconds.append(time.perf_counter() - start)
+        forward_seconds.append(model.stats.remote().result()["forward_seconds"] - before)
+        service_seconds.append(float(out.non_tensor_batch["rmcluster_score_latency_s"][0]))
         rm_scores.append(out.batch["rm_scores"].sum(1).tolist())  # one nonzero per row: the score
 
     # The adapter's scores against one /classify per sample, on the first timed step.
@@ -106,4 +112,7 @@ def run(model_dir: str, app: str, url: str, steps: int) -> str:
     ratio = rows["per-sample /classify (veRL default)"] / rows["veRL reward manager (rmcluster adapter)"]
     lines.append(f"target adapter >= 2x per-sample: {ratio:.2f}x; max |adapter - /classify| score {diff:.1e}; "
                  f"per-sample p50 {per_sample['p50_ms']:.0f} ms, p99 {per_sample['p99_ms']:.0f} ms")
+    lines.append(f"adapter step split (medians): service call {statistics.median(service_seconds):.2f} s "
+                 f"(of which model forwards {statistics.median(forward_seconds):.2f} s), the rest is veRL's loop "
+                 "(DataProto to its worker, decoding, batching window)")
     return "\n".join(lines)
