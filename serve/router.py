@@ -13,6 +13,7 @@ from typing import Awaitable, Callable, Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rmcluster import __version__
 from rmcluster.protocol import (
@@ -28,7 +29,8 @@ from .serving import ScoringService
 log = logging.getLogger("ray.serve")
 
 _ERRORS = {
-    400: {"model": ErrorResponse, "description": "An item is over max_length (on_overflow: error) or unscorable."},
+    400: {"model": ErrorResponse, "description": "An item is over max_length (on_overflow: error) or unscorable, "
+          "or the body is not parseable (e.g. not UTF-8)."},
     401: {"model": ErrorResponse, "description": "ingress.api_keys is set and no valid `Authorization: Bearer` key "
           "came with the request."},
     408: {"model": ErrorResponse, "description": "Not done within ingress.request_timeout_s; its queued work was dropped."},
@@ -87,6 +89,12 @@ def build_router(service: ScoringService, *, max_body_bytes: int, health: Callab
         worst = max(errors, key=lambda e: len(e.get("loc", ())))
         return scoring_error_json(invalid_input_at(tuple(worst.get("loc", ())), worst.get("msg", "invalid"),
                                                    len(errors)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body it cannot parse, 404, 405) in the documented error shape, not {"detail"}.
+        kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_json(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ScoringError)
     async def _scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
