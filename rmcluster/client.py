@@ -355,7 +355,7 @@ def app_problems(app_name: str) -> str:
         return f"(Serve status unavailable: {err})"
     if app is None:
         return f"Serve has no application {app_name!r}."
-    notes = [f"{name}: {d.status}: {d.message}" for name, d in app.deployments.items()
+    notes = [f"{name}: {getattr(d.status, 'value', d.status)}: {d.message}" for name, d in app.deployments.items()
              if getattr(d.status, "value", d.status) != "HEALTHY" and d.message]
     if not notes:
         return f"The app is {app.status}; its replicas are busy (raise timeout_s, or add replicas)."
