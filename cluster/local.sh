@@ -4,6 +4,8 @@
 #   cluster/local.sh up [--workers N] [--worker-cpus C]   # head + N workers (default 1 worker, 2 CPUs)
 #   cluster/local.sh status
 #   cluster/local.sh exec I CMD...   # run CMD on node I (0 = head), e.g. to reach a service bound to its 127.0.0.1
+#   cluster/local.sh kill-node I     # kill -9 every process of node I (I >= 1): a worker machine lost
+#   cluster/local.sh add-worker I [--worker-cpus C]   # start worker I (new, or in place of a killed one)
 #   cluster/local.sh down
 #
 # Each node is its own `ray start`. As root, each runs in its own network namespace ("host") with
@@ -91,14 +93,6 @@ cmd_up() {
   run_on 0 "$RAY" start --head --node-ip-address="$head_ip" --port="$port" --dashboard-host=0.0.0.0 \
     --dashboard-port="$dash" --num-cpus=0 --temp-dir="$STATE/ray" --disable-usage-stats >"$STATE/head.log" 2>&1 \
     || { cat "$STATE/head.log" >&2; exit 1; }
-  for i in $(seq 1 "$workers"); do
-    log "worker $i at $(node_ip "$i")"
-    # Each node gets its own temp dir, as separate machines have: nodes sharing one would race
-    # unpacking and garbage-collecting runtime-env packages (working_dir) in the same place.
-    run_on "$i" "$RAY" start --address="$head_ip:$port" --node-ip-address="$(node_ip "$i")" \
-      --num-cpus="$worker_cpus" --resources="{\"rmc_worker_$i\": 1}" --temp-dir="$STATE/ray$i" --disable-usage-stats \
-      >"$STATE/worker$i.log" 2>&1 || { cat "$STATE/worker$i.log" >&2; exit 1; }
-  done
   cat >"$STATE/cluster.env" <<EOF
 export RAY_ADDRESS=http://$head_ip:$dash
 export RAY_DASHBOARD_ADDRESS=http://$head_ip:$dash
@@ -109,6 +103,7 @@ export WORKERS=$workers
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$STATE/auth_token
 EOF
+  for i in $(seq 1 "$workers"); do start_worker "$i" "$worker_cpus"; done
   wait_for_nodes $(( workers + 1 ))
   cat "$STATE/cluster.env"
 }
@@ -122,6 +117,40 @@ wait_for_nodes() {
     sleep 2
   done
   log "only $("$RAY" status --address="$gcs" 2>/dev/null | grep -c ' node_') of $want nodes joined"; exit 1
+}
+
+start_worker() {  # start_worker I CPUS
+  local i=$1 cpus=$2 head_ip port
+  head_ip=$(env_value HEAD_IP); port=$(env_value GCS_ADDRESS | cut -d: -f2)
+  log "worker $i at $(node_ip "$i")"
+  # Each node gets its own temp dir, as separate machines have: nodes sharing one would race
+  # unpacking and garbage-collecting runtime-env packages (working_dir) in the same place.
+  run_on "$i" "$RAY" start --address="$head_ip:$port" --node-ip-address="$(node_ip "$i")" \
+    --num-cpus="$cpus" --resources="{\"rmc_worker_$i\": 1}" --temp-dir="$STATE/ray$i" --disable-usage-stats \
+    >"$STATE/worker$i.log" 2>&1 || { cat "$STATE/worker$i.log" >&2; exit 1; }
+}
+
+cmd_kill_node() {
+  local i=$1
+  [[ $i -ge 1 ]] || { log "kill-node: node 0 is the head; give a worker's index"; exit 2; }
+  if [[ $(cat "$STATE/mode") == netns ]]; then
+    pids=$(ip netns pids "${NS_PREFIX}$i" || true)
+    [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null || true
+  else  # loopback: the node's processes name its temp dir
+    pkill -9 -f -- "$STATE/ray$i( |/|$)" || true
+  fi
+  log "node $i killed"
+}
+
+cmd_add_worker() {
+  local i=$1 cpus=2; shift
+  [[ ${1:-} == --worker-cpus ]] && cpus=$2
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
+  if [[ $(cat "$STATE/mode") == netns ]] && ! ip netns list | grep -q "^${NS_PREFIX}$i\b"; then
+    make_host "$i" "$(node_ip "$i")"
+  fi
+  rm -rf "$STATE/ray$i"  # a killed node's sockets and session: a new machine starts clean
+  start_worker "$i" "$cpus"
 }
 
 cmd_status() {
@@ -155,6 +184,8 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   status) cmd_status ;;
   exec) shift; [[ -f "$STATE/mode" ]] || { log "not up"; exit 1; }; node=$1; shift; run_on "$node" "$@" ;;
+  kill-node) shift; cmd_kill_node "$1" ;;
+  add-worker) shift; cmd_add_worker "$@" ;;
   down) cmd_down ;;
   *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;  # the header comment is the usage
 esac

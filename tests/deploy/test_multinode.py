@@ -7,6 +7,7 @@ scoring actors must run on the worker (the head has num-cpus 0), with complete, 
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -183,3 +184,57 @@ def test_corpus_job_through_the_deployed_serve_app(cluster, corpus, expected, tm
     corpus_path, _ = corpus
     _submit(env, corpus_path, tmp_path / "via-serve", "--serve-app", "reward")
     _assert_complete(tmp_path / "via-serve", expected)
+
+
+def _job_status(env, job_id) -> str:
+    out = _run([str(BIN / "ray"), "job", "status", job_id], env, timeout=120).stdout
+    # "Status for job '...': RUNNING" while it runs, "Job '...' succeeded" (or failed, stopped) at the end.
+    found = re.findall(r"\b(succeeded|failed|stopped|running|pending)\b", re.sub(r"\x1b\[[0-9;]*m", "", out), re.I)
+    status = found[-1].upper() if found else "RUNNING"
+    return "RUNNING" if status == "PENDING" else status
+
+
+def _kill_worker_mid_job(env, local_env, out_dir, corpus_path, kill: int, new: int, *mode) -> str:
+    """Submit the job, kill worker `kill` once a results file exists, start worker `new`; returns how it ended."""
+    runtime_env = json.dumps({"working_dir": ".", "excludes": [".venv", ".git", "*.parquet", "bench"]})
+    job_args = ["python", "-m", "jobs.score_corpus", "--input", str(corpus_path), "--output", str(out_dir),
+                "--model", "demo", "--max-actors", "1", "--rows-per-file", "8", "--batch-size", "8",
+                "--records-per-batch", "8", "--tokenizer-actors", "1", *mode]
+    submitted = _run([str(BIN / "ray"), "job", "submit", "--no-wait", "--runtime-env-json", runtime_env, "--",
+                      *job_args], env).stdout
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted).group(0)
+    store = ResultsStore(str(out_dir))
+    deadline = time.time() + 600
+    while not store.data_files():
+        assert _job_status(env, job_id) == "RUNNING", "the job ended before the kill"
+        assert time.time() < deadline, "no results file appeared"
+        time.sleep(0.5)
+    _run([str(LOCAL_SH), "kill-node", str(kill)], local_env)  # the only worker: actors and replicas die with it
+    killed_at = time.time()
+    _run([str(LOCAL_SH), "add-worker", str(new), "--worker-cpus", "4"], local_env)
+    while (status := _job_status(env, job_id)) == "RUNNING":
+        assert time.time() < deadline, "the job did not end after the worker was replaced"
+        time.sleep(2)
+    if status != "SUCCEEDED":  # the job failed with its worker: resubmitted on the same output, it resumes
+        _submit(env, corpus_path, out_dir, "--rows-per-file", "8", *mode)
+        status += ", resubmitted and finished"
+    return f"{status} {time.time() - killed_at:.0f} s after the kill"
+
+
+def test_a_worker_node_killed_mid_job_then_replaced(cluster, corpus, expected, tmp_path):
+    """Last in this module: it replaces the cluster's worker, twice. The job, in-process scoring and through the
+    Serve app, finishes (or, resubmitted, resumes) with exactly one row per item and the engine's scores."""
+    _, env, local_env = cluster
+    corpus_path, _ = corpus
+    ended = _kill_worker_mid_job(env, local_env, tmp_path / "killed", corpus_path, kill=1, new=2)
+    print(f"job with its own scorers, worker killed: {ended}")
+    _assert_complete(tmp_path / "killed", expected)
+
+    _run([str(BIN / "serve"), "deploy", "serve.config.yaml"], env)
+    _wait_running(env)
+    ended = _kill_worker_mid_job(env, local_env, tmp_path / "killed-serve", corpus_path, 2, 3, "--serve-app", "reward")
+    print(f"job through the Serve app, worker killed: {ended}")
+    _assert_complete(tmp_path / "killed-serve", expected)
+    _wait_running(env)  # Serve brought the app back on the new worker
+    nodes, _ = _cluster_state(env)
+    assert len(nodes) == 2  # head + the newest worker
