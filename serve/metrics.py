@@ -43,15 +43,15 @@ class ModelServerMetrics:
 
     def record_forwards(self, passes: Sequence[BatchStats]) -> None:
         for s in passes:
-            self.items.inc(s.items)
             self.tokens.inc(s.real_tokens)
             self.batch_items.observe(s.items)
             self.batch_tokens.observe(s.padded_tokens)
             self.padding.observe(s.real_tokens / s.padded_tokens if s.padded_tokens else 1.0)
             self.forward.observe(s.seconds)
 
-    def record_queue_batch(self, requests: int) -> None:
+    def record_queue_batch(self, requests: int, items: int) -> None:
         self.queue_requests.observe(requests)
+        self.items.inc(items)  # answered, as the replica's stats count them: repeats in a call are computed once
 
 
 class IngressMetrics:

@@ -138,7 +138,7 @@ class RewardModelServer:
 
     def _count(self, queued: list[_Queued], passes: list[BatchStats]) -> None:
         requests = len({q.request for q in queued})
-        self.metrics.record_queue_batch(requests)
+        self.metrics.record_queue_batch(requests, len(queued))
         self.metrics.record_forwards(passes)
         c = self._counters
         c["serve_batches"] += 1

@@ -221,6 +221,7 @@ def _kill_worker_mid_job(env, local_env, out_dir, corpus_path, kill: int, new: i
     return f"{status} {time.time() - killed_at:.0f} s after the kill"
 
 
+@pytest.mark.chaos
 def test_a_worker_node_killed_mid_job_then_replaced(cluster, corpus, expected, tmp_path):
     """Last in this module: it replaces the cluster's worker, twice. The job, in-process scoring and through the
     Serve app, finishes (or, resubmitted, resumes) with exactly one row per item and the engine's scores."""

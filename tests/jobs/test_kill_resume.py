@@ -16,7 +16,7 @@ from rmcluster.store_lock import LOCK_FILE
 from tests.jobs.conftest import REPO, job_command, job_env
 from tests.jobs.corpus import assert_store_matches
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
 DEADLINE_S = 400  # generous: the machine is shared
 

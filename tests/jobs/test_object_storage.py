@@ -60,6 +60,7 @@ def _job(s3_env, *args):
     return job_command(*args), env
 
 
+@pytest.mark.chaos
 def test_s3_corpus_to_s3_store_killed_and_resumed(s3_env, s3_corpus, demo_dir, reference):
     out = "s3://results/run-1"
     store = ResultsStore(out)

@@ -10,6 +10,9 @@ import pytest
 # reacts in seconds. Serve-only settings; nothing else reads them.
 os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
 os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
+# An unschedulable replica is reported after 5 s instead of 30 (test_unschedulable.py waits for it).
+os.environ.setdefault("RAY_SERVE_SLOW_STARTUP_WARNING_S", "5")
+os.environ.setdefault("RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S", "5")
 
 APP = "reward-test"
 MAX_LENGTH = 512

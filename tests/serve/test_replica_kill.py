@@ -15,7 +15,7 @@ from tests.conversations import varied_conversations
 
 from .conftest import app_args, deploy, wait_for
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
 APP, ROUTE = "chaos-test", "/chaos"
 TOL = 1e-4
