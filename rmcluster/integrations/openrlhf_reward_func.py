@@ -36,5 +36,5 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any]) -> di
 
     service = _get_service()
     scores = torch.tensor(service.score_texts_sync(queries), dtype=torch.float32)
-    logs = {f"rmcluster_{k.split('/')[-1]}": torch.full((len(scores),), v) for k, v in service.metrics().items()}
+    logs = {k: torch.full((len(scores),), v) for k, v in service.metrics(prefix="rmcluster_").items()}
     return {"rewards": scores, "scores": scores, "extra_logs": logs}

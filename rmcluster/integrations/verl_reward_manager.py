@@ -49,7 +49,7 @@ class RmclusterRewardManager(RewardManagerBase):
         if self._batcher is None:  # made on the event loop veRL runs us on
             self._batcher = StepBatcher(self._score_step, window_s=self._window_s)
         score, batch_items = await self._batcher.submit((prompt, text))
-        info = {f"rmcluster_{k.split('/')[-1]}": v for k, v in self.service.metrics().items()}
+        info = self.service.metrics(prefix="rmcluster_")
         info["rmcluster_batch_items"] = float(batch_items)  # samples scored in this sample's call
         return {"reward_score": score, "reward_extra_info": info}
 
