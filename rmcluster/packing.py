@@ -12,6 +12,7 @@ that `rmcluster.segment_attention` follows.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -102,6 +103,14 @@ class PackLayout:
         """The pack row holding token `position` of tail `tail`'s full sequence (its prompt, then the tail)."""
         prompt_start, prompt_len, tail_start = self._tails[tail]
         return prompt_start + position if position < prompt_len else tail_start + position - prompt_len
+
+    def query_starts(self, rows: Sequence[int]) -> list[Optional[int]]:
+        """Per segment, the first of the sorted pack `rows` inside it, or None where none is."""
+        starts: list[Optional[int]] = []
+        for s in self.segments:
+            k = bisect.bisect_left(rows, s.start)
+            starts.append(rows[k] if k < len(rows) and rows[k] < s.end else None)
+        return starts
 
     def causal_mask(self, q_len: int, kv_len: int, window: Optional[int], device: torch.device) -> torch.Tensor:
         """Boolean [q_len, kv_len] mask, causal aligned to the bottom right (the queries are the last

@@ -25,12 +25,13 @@ import contextlib
 import contextvars
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from .last_layer_rows import QUERY_STARTS
 from .packing import PackLayout
 
 ATTN_NAME = "rmcluster_segments"
@@ -134,30 +135,39 @@ def segment_attention_forward(
         return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap), None
     if softcap is not None:
         raise NotImplementedError("sdpa has no attention-logit softcap; use flash_attention_2")
-    return _per_segment(layout, query, key, value, scaling, window), None
+    return _per_segment(layout, query, key, value, scaling, window, QUERY_STARTS.get()), None
 
 
 def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: Optional[float],
-                 window: Optional[int]) -> torch.Tensor:
+                 window: Optional[int], query_starts: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+    """`query_starts` (the pruned last layer): per segment, the first row whose output is read; the rows
+    before it (and segments marked None) are left zero, since no one reads them."""
     gqa = q.shape[1] != k.shape[1]
     group = q.shape[1] // k.shape[1]
-    out = q.new_empty(1, q.shape[2], q.shape[1], v.shape[-1])
-    for s in layout.segments:
-        q_s = q[:, :, s.start:s.end]
+    shape = (1, q.shape[2], q.shape[1], v.shape[-1])
+    out = q.new_empty(shape) if query_starts is None else q.new_zeros(shape)
+    for n, s in enumerate(layout.segments):
+        q0 = s.start if query_starts is None else query_starts[n]
+        if q0 is None:
+            continue
+        q_s = q[:, :, q0:s.end]
         if s.prefix_len:
             k_s = torch.cat((k[:, :, s.prefix_start:s.prefix_end], k[:, :, s.start:s.end]), dim=2)
             v_s = torch.cat((v[:, :, s.prefix_start:s.prefix_end], v[:, :, s.start:s.end]), dim=2)
         else:
             k_s, v_s = k[:, :, s.start:s.end], v[:, :, s.start:s.end]
         q_len, kv_len = q_s.shape[2], k_s.shape[2]
-        if s.prefix_len or (window is not None and kv_len > window):
+        windowed = window is not None and kv_len > window
+        if q_len == kv_len and not windowed:  # the fast, maskless causal kernel
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, enable_gqa=gqa)
+        elif q_len == 1 and not windowed:  # one query, the segment's last row: it sees every key
+            o = F.scaled_dot_product_attention(q_s, k_s, v_s, scale=scaling, enable_gqa=gqa)
+        else:
             mask = layout.causal_mask(q_len, kv_len, window, q.device)
             if gqa:  # masked SDPA with enable_gqa falls off the fast kernels: expand K/V to the query heads
                 k_s, v_s = k_s.repeat_interleave(group, dim=1), v_s.repeat_interleave(group, dim=1)
             o = F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=mask, scale=scaling)
-        else:  # the fast, maskless causal kernel
-            o = F.scaled_dot_product_attention(q_s, k_s, v_s, is_causal=True, scale=scaling, enable_gqa=gqa)
-        out[0, s.start:s.end] = o[0].transpose(0, 1)
+        out[0, q0:s.end] = o[0].transpose(0, 1)
     return out
 
 

@@ -15,6 +15,7 @@ check causality and that packed hidden states equal per-sequence ones before pac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import torch
 
 from ..encoding import EncodedItem
+from ..last_layer_rows import last_layer, rows_only
 from ..outputs import ScoreOutput
 from ..packing import PackLayout, PackUnit
 from .base import Scorer
@@ -56,9 +58,17 @@ class DecoderRunner:
             log.warning("%s: the compiled packed forward failed its check; packing runs eagerly", name)
             self.packed_backbone = self.backbone
             self.supports_packing = self._packing_matches()
-        log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s)", name, self.causal,
-                 "without" if self.causal else "with", "supported" if self.supports_packing else "unsupported",
-                 "varlen kernel" if self.varlen_fn else "sdpa per segment")
+        # Packed forwards compute the last layer at the read rows only (not inside a compiled graph).
+        self.last_layer = last_layer(self.backbone) if self.packed_backbone is self.backbone else None
+        if self.supports_packing and self.last_layer is not None and not self._packing_matches(prune=True):
+            log.warning("%s: the last layer computed at the read rows only differs from the whole layer; "
+                        "it runs whole", name)
+            self.last_layer = None
+        log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s), last layer %s", name,
+                 self.causal, "without" if self.causal else "with",
+                 "supported" if self.supports_packing else "unsupported",
+                 "varlen kernel" if self.varlen_fn else "sdpa per segment",
+                 "at the read rows only" if self.supports_packing and self.last_layer is not None else "whole")
 
     @property
     def device_type(self) -> str:
@@ -87,8 +97,12 @@ class DecoderRunner:
         A position below the unit's prompt length is read from the shared prompt's rows.
         """
         layout = PackLayout(units, self.input_device)
-        hidden = self._packed_hidden(layout)
         rows = [layout.row_of(t, j) for t, p in enumerate(positions) for j in p]
+        keep = sorted(set(rows))
+        hidden = self._packed_hidden(layout, keep if self.last_layer is not None else None)
+        if self.last_layer is not None:  # hidden holds the rows of `keep` only
+            at = {r: i for i, r in enumerate(keep)}
+            rows = [at[r] for r in rows]
         picked = hidden[torch.tensor(rows, dtype=torch.long, device=hidden.device)]
         return list(torch.split(picked, [len(p) for p in positions]))
 
@@ -99,12 +113,18 @@ class DecoderRunner:
                                                  **kwargs).last_hidden_state
             return hidden
 
-    def _packed_hidden(self, layout: PackLayout) -> torch.Tensor:
-        """Final hidden states [T, hidden] of a packed row; `use_cache=False`, or a cache object would
-        hide the packing and let sequences attend to each other."""
+    def _packed_hidden(self, layout: PackLayout, keep: Optional[list[int]] = None) -> torch.Tensor:
+        """Final hidden states [T, hidden] of a packed row, or [len(keep), hidden] at the sorted rows `keep`
+        (the last layer computed there only). `use_cache=False`, or a cache object would hide the
+        packing and let sequences attend to each other."""
         from ..segment_attention import segment_forward
 
-        with self._lock, segment_forward(self.model, layout, self.varlen_fn):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._lock)
+            stack.enter_context(segment_forward(self.model, layout, self.varlen_fn))
+            if keep is not None and self.last_layer is not None:
+                rows = torch.tensor(keep, dtype=torch.long, device=self.input_device)
+                stack.enter_context(rows_only(self.last_layer, rows, layout.query_starts(keep)))
             out = self.packed_backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False)
         hidden: torch.Tensor = out.last_hidden_state[0]
         return hidden
@@ -133,17 +153,21 @@ class DecoderRunner:
         return bool(rel < self.probe_tolerance())
 
     @torch.inference_mode()
-    def _packing_matches(self) -> bool:
+    def _packing_matches(self, prune: bool = False) -> bool:
         """Probe: do packed hidden states (plain sequences and a shared prompt with two tails) equal
-        per-sequence ones? False for models whose attention or positions ignore the packing."""
+        per-sequence ones? False for models whose attention or positions ignore the packing.
+        `prune`: with the last layer computed at the last tokens only."""
         gen = torch.Generator().manual_seed(1)
         a, b, prompt, t1, t2 = (torch.randint(0, self.vocab_size, (n,), generator=gen).tolist()
                                 for n in (11, 7, 9, 5, 6))
         units = [PackUnit.single(a, 0), PackUnit(prompt, [t1, t2], [1, 2]), PackUnit.single(b, 3)]
         try:
             layout = PackLayout(units, self.input_device)
-            hidden = self._packed_hidden(layout)
-            packed = hidden[layout.last_positions.to(hidden.device)].float()
+            if prune:  # the last tokens are the rows kept, in order
+                packed = self._packed_hidden(layout, layout.last_positions.tolist()).float()
+            else:
+                hidden = self._packed_hidden(layout)
+                packed = hidden[layout.last_positions.to(hidden.device)].float()
         except Exception as err:  # noqa: BLE001 - any failure means: do not pack this model
             log.info("%s: packed forward unavailable: %s: %s", self.name, type(err).__name__, err)
             return False
