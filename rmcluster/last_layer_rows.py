@@ -42,7 +42,7 @@ def last_layer(backbone: torch.nn.Module) -> Optional[torch.nn.Module]:
     return layer if {name for name, _ in layer.named_children()} == _PARTS else None
 
 
-def _pruned_forward(layer: torch.nn.Module, rows: torch.Tensor, query_starts: Sequence[Optional[int]],
+def _pruned_forward(layer: Any, rows: torch.Tensor, query_starts: Sequence[Optional[int]],
                     hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """The pre-norm layer (norm, attention, residual, norm, MLP, residual) at `rows` only: [1, len(rows), H]."""
     if args:  # called in a way this forward does not know: run the layer whole (and the probe fails)
