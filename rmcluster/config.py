@@ -309,6 +309,15 @@ class BatchingConfig(StrictModel):
         description="Shortest common prefix worth computing once (each shared prefix is one more attention "
         "segment).",
     )
+    prefix_cache_tokens: int = Field(
+        0,
+        ge=0,
+        description="Prefixes kept between engine calls, in tokens (0: off): every prompt or single sequence a "
+        "packed forward computes leaves its keys and values, and later items that start with it reuse them "
+        "(least recently used go first). For Serve, where the samples of one GRPO group arrive as separate "
+        "requests, in different calls. Memory per token: layers x 2 x KV heads x head dim x dtype bytes. "
+        "Per-segment sdpa path only (CPU, GPU without a varlen kernel); while on, every forward is packed.",
+    )
 
     def token_budget(self, device_type: str) -> int:
         if self.max_batch_tokens is not None:

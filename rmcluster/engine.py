@@ -115,9 +115,12 @@ class ScoringEngine:
 
     def _score(self, encoded: Sequence[EncodedItem], on_batch: OnBatch) -> list[ScoreResult]:
         results = [_PENDING] * len(encoded)
+        cache_on = self.shared_prompt and self.scorer.supports_prefix_cache and self.batching.prefix_cache_tokens > 0
+        self.scorer.configure_prefix_cache(self.batching.prefix_cache_tokens if cache_on else 0,
+                                           self.batching.min_shared_tokens)
         budget, max_items = self.max_batch_tokens, self.batching.max_batch_size
         units = self.pack_units(encoded)
-        if self.packing:
+        if self.packing or cache_on:  # the prefix cache reads and fills packed rows only
             packs = plan_packs([u.num_tokens for u in units], [len(u.members) for u in units], budget, max_items)
             for pack in packs:
                 self._run([units[k] for k in pack], True, encoded, results, on_batch)

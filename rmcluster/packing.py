@@ -26,11 +26,17 @@ class PackUnit:
     prompt: Sequence[int]
     tails: Sequence[Sequence[int]]
     members: Sequence[int]  # the caller's item index for each tail
+    # >= 0: the prompt's keys and values are slot N of the forward's prefix-cache entries, not rows of the pack.
+    cached_slot: int = -1
+
+    @property
+    def cached(self) -> bool:
+        return self.cached_slot >= 0
 
     @property
     def num_tokens(self) -> int:
-        """Tokens computed for this unit: the prompt once, plus every tail."""
-        return len(self.prompt) + sum(len(t) for t in self.tails)
+        """Tokens computed for this unit: the prompt once (none if cached), plus every tail."""
+        return (0 if self.cached else len(self.prompt)) + sum(len(t) for t in self.tails)
 
     @property
     def real_tokens(self) -> int:
@@ -44,19 +50,21 @@ class PackUnit:
     def split(self) -> tuple["PackUnit", "PackUnit"]:
         """Two units with half the tails each (each keeps the prompt); for isolating a failing item."""
         h = len(self.tails) // 2
-        return (PackUnit(self.prompt, self.tails[:h], self.members[:h]),
-                PackUnit(self.prompt, self.tails[h:], self.members[h:]))
+        return (PackUnit(self.prompt, self.tails[:h], self.members[:h], self.cached_slot),
+                PackUnit(self.prompt, self.tails[h:], self.members[h:], self.cached_slot))
 
 
 @dataclass(frozen=True)
 class Segment:
     """Query rows [start, end) of the pack, attending to rows [prefix_start, prefix_end) (a shared prompt;
-    empty for a whole sequence) and then causally to themselves."""
+    empty for a whole sequence) and then causally to themselves. With `cache_slot` >= 0 the prefix rows
+    are those of that prefix-cache entry, not of the pack."""
 
     start: int
     end: int
     prefix_start: int = 0
     prefix_end: int = 0
+    cache_slot: int = -1
 
     @property
     def prefix_len(self) -> int:
@@ -71,22 +79,26 @@ class PackLayout:
         positions: list[int] = []
         segments: list[Segment] = []
         last: list[int] = []
-        self._tails: list[tuple[int, int, int]] = []  # per tail: (prompt start, prompt length, tail start)
+        self._tails: list[tuple[int, int, int]] = []  # per tail: (prompt start or -1 if cached, length, tail start)
+        # Per unit: the rows of its computed prompt, or of its single sequence (None for a cached prompt).
+        self.unit_rows: list[Optional[tuple[int, int]]] = []
         for unit in units:
             p0, p = len(ids), len(unit.prompt)
-            if p:
+            if p and not unit.cached:
                 ids.extend(unit.prompt)
                 positions.extend(range(p))
                 segments.append(Segment(p0, p0 + p))
+            self.unit_rows.append(None if unit.cached else (p0, p0 + (p or len(unit.tails[0]))))
             for tail in unit.tails:
                 if not tail:
                     raise ValueError("a packed tail needs at least one token (its last token is scored)")
                 start = len(ids)
                 ids.extend(tail)
                 positions.extend(range(p, p + len(tail)))
-                segments.append(Segment(start, len(ids), p0, p0 + p))
+                segments.append(Segment(start, len(ids), 0, p, unit.cached_slot) if unit.cached
+                                else Segment(start, len(ids), p0, p0 + p))
                 last.append(len(ids) - 1)
-                self._tails.append((p0, p, start))
+                self._tails.append((-1 if unit.cached else p0, p, start))
         self.device = torch.device(device)
         self.segments = segments
         self.num_tokens = len(ids)
@@ -94,6 +106,7 @@ class PackLayout:
         self.position_ids = torch.tensor([positions], dtype=torch.long, device=self.device)
         self.last_positions = torch.tensor(last, dtype=torch.long, device=self.device)
         self.has_prefix = any(s.prefix_len for s in segments)
+        self.has_cached = any(s.cache_slot >= 0 for s in segments)
         self.max_kv_len = max((s.prefix_len + s.end - s.start for s in segments), default=0)
         # Built on first use per device (layers of a model split over GPUs live on several), shared by layers.
         self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -102,7 +115,11 @@ class PackLayout:
     def row_of(self, tail: int, position: int) -> int:
         """The pack row holding token `position` of tail `tail`'s full sequence (its prompt, then the tail)."""
         prompt_start, prompt_len, tail_start = self._tails[tail]
-        return prompt_start + position if position < prompt_len else tail_start + position - prompt_len
+        if position >= prompt_len:
+            return tail_start + position - prompt_len
+        if prompt_start < 0:
+            raise ValueError(f"position {position} of tail {tail} is in a cached prompt: no row holds it")
+        return prompt_start + position
 
     def query_starts(self, rows: Sequence[int]) -> list[Optional[int]]:
         """Per segment, the first of the sorted pack `rows` inside it, or None where none is."""
@@ -133,6 +150,8 @@ class PackLayout:
         rows (`kv_index`, None when no segment has a prefix), so a bottom-right-aligned causal kernel
         (flash-attn >= 2.1) computes exactly the segment attention.
         """
+        if self.has_cached:
+            raise NotImplementedError("the varlen kernel does not read prefix-cache entries")
         if device not in self._varlen:
             cu_q, cu_k, kv_rows = [0], [0], list[int]()
             for s in self.segments:

@@ -43,6 +43,11 @@ VarlenFn = Callable[..., torch.Tensor]
 class _Active:
     layout: PackLayout
     varlen_fn: Optional[VarlenFn]
+    # Prefix-cache entries the pack's cached segments read, per slot, per layer: (keys, values).
+    cached: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]] = ()
+    # Row spans [start, end) whose keys and values each layer leaves in `captured[span]` (for the cache).
+    capture: Sequence[tuple[int, int]] = ()
+    captured: Optional[dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]]] = None
 
 
 _ACTIVE: contextvars.ContextVar[Optional[_Active]] = contextvars.ContextVar("rmcluster_segments", default=None)
@@ -131,17 +136,26 @@ def segment_attention_forward(
         raise ValueError(f"a packed forward has one row, got {query.shape[0]}")
     layout = active.layout
     window = sliding_window if sliding_window is not None and sliding_window < layout.max_kv_len else None
+    layer = getattr(module, "layer_idx", None)
+    if (active.cached or active.capture) and layer is None:
+        raise NotImplementedError("the prefix cache needs attention modules that know their layer_idx")
+    if active.captured is not None:
+        for span in active.capture:  # layers run in order: entry `layer` of each list is this layer's
+            active.captured[span].append((key[:, :, span[0]:span[1]].clone(), value[:, :, span[0]:span[1]].clone()))
     if active.varlen_fn is not None:
         return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap), None
     if softcap is not None:
         raise NotImplementedError("sdpa has no attention-logit softcap; use flash_attention_2")
-    return _per_segment(layout, query, key, value, scaling, window, QUERY_STARTS.get()), None
+    cached = [slot[layer] for slot in active.cached] if layer is not None and active.cached else []
+    return _per_segment(layout, query, key, value, scaling, window, QUERY_STARTS.get(), cached), None
 
 
 def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: Optional[float],
-                 window: Optional[int], query_starts: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+                 window: Optional[int], query_starts: Optional[Sequence[Optional[int]]] = None,
+                 cached: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
     """`query_starts` (the pruned last layer): per segment, the first row whose output is read; the rows
-    before it (and segments marked None) are left zero, since no one reads them."""
+    before it (and segments marked None) are left zero, since no one reads them. `cached`: this layer's
+    (keys, values) of each prefix-cache slot."""
     gqa = q.shape[1] != k.shape[1]
     group = q.shape[1] // k.shape[1]
     shape = (1, q.shape[2], q.shape[1], v.shape[-1])
@@ -151,7 +165,11 @@ def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.
         if q0 is None:
             continue
         q_s = q[:, :, q0:s.end]
-        if s.prefix_len:
+        if s.cache_slot >= 0:
+            k_p, v_p = cached[s.cache_slot]
+            k_s = torch.cat((k_p[:, :, s.prefix_start:s.prefix_end], k[:, :, s.start:s.end]), dim=2)
+            v_s = torch.cat((v_p[:, :, s.prefix_start:s.prefix_end], v[:, :, s.start:s.end]), dim=2)
+        elif s.prefix_len:
             k_s = torch.cat((k[:, :, s.prefix_start:s.prefix_end], k[:, :, s.start:s.end]), dim=2)
             v_s = torch.cat((v[:, :, s.prefix_start:s.prefix_end], v[:, :, s.start:s.end]), dim=2)
         else:
@@ -195,15 +213,21 @@ AttentionInterface.register(ATTN_NAME, torch.compiler.disable(segment_attention_
 
 
 @contextlib.contextmanager
-def segment_forward(model: torch.nn.Module, layout: PackLayout, varlen_fn: Optional[VarlenFn] = None) -> Iterator[None]:
+def segment_forward(model: torch.nn.Module, layout: PackLayout, varlen_fn: Optional[VarlenFn] = None,
+                    cached: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]] = (),
+                    captured: Optional[dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]]] = None,
+                    ) -> Iterator[None]:
     """Route `model`'s attention through the segment plan of `layout` for the forward passes inside.
+
+    `cached`: per prefix-cache slot the layout's cached segments read, per layer, (keys, values).
+    `captured`: row spans to keep; each layer appends the spans' (keys, values) to its list.
 
     Not re-entrant across threads on one model: callers serialize forwards per model (the scorer
     holds a lock), since the attention implementation is a per-model setting.
     """
     config: Any = model.config
     previous = config._attn_implementation
-    token = _ACTIVE.set(_Active(layout, varlen_fn))
+    token = _ACTIVE.set(_Active(layout, varlen_fn, cached, tuple(captured or ()), captured))
     config._attn_implementation = ATTN_NAME
     try:
         yield

@@ -151,8 +151,8 @@ class RewardModelServer:
         c["max_items_per_forward"] = max([c["max_items_per_forward"], *(p.items for p in passes)])
 
     def stats(self) -> dict:
-        """This replica's batching counters since start (for tests and debugging)."""
-        return dict(self._counters)
+        """This replica's batching counters since start (for tests and debugging), and its prefix cache's."""
+        return {**self._counters, "prefix_cache": self.engine.scorer.prefix_cache_stats()}
 
     def info(self) -> dict:
         scorer = self.engine.scorer

@@ -29,6 +29,8 @@ class Scorer(ABC):
     output_names: tuple[str, ...] = ()
     #: Whether `forward_packed` works for this model (scorers that implement it check at load).
     supports_packing: bool = False
+    #: Whether `configure_prefix_cache` keeps prefixes between calls (checked at load).
+    supports_prefix_cache: bool = False
 
     @property
     def max_length(self) -> int:
@@ -46,6 +48,12 @@ class Scorer(ABC):
         the tail). Optional: the engine calls it only where `supports_packing` is true.
         """
         raise NotImplementedError(f"{type(self).__name__} does not run packed batches")
+
+    def configure_prefix_cache(self, tokens: int, min_shared: int) -> None:
+        """Keep up to `tokens` of computed prefixes between calls (`rmcluster.prefix_cache`); no-op by default."""
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        return {}
 
     def health(self) -> None:
         """Raise if the scorer can no longer serve (a dead device, say)."""

@@ -26,6 +26,7 @@ from ..encoding import EncodedItem
 from ..last_layer_rows import last_layer, rows_only
 from ..outputs import ScoreOutput
 from ..packing import PackLayout, PackUnit
+from ..prefix_cache import LayerKV, PrefixCache, Rewrite
 from .base import Scorer
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class DecoderRunner:
             log.warning("%s: the last layer computed at the read rows only differs from the whole layer; "
                         "it runs whole", name)
             self.last_layer = None
+        # Prefix-cache entries are read by the per-segment sdpa path (the varlen kernel does not take them).
+        self.prefix_cache = PrefixCache()
+        self.supports_prefix_cache = self.supports_packing and self.varlen_fn is None and self._prefix_cache_matches()
         log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s), last layer %s", name,
                  self.causal, "without" if self.causal else "with",
                  "supported" if self.supports_packing else "unsupported",
@@ -96,10 +100,14 @@ class DecoderRunner:
 
         A position below the unit's prompt length is read from the shared prompt's rows.
         """
+        rewrite = None
+        if self.supports_prefix_cache and self.prefix_cache.capacity:
+            rewrite = self.prefix_cache.rewrite(units, positions)
+            units = rewrite.units
         layout = PackLayout(units, self.input_device)
         rows = [layout.row_of(t, j) for t, p in enumerate(positions) for j in p]
         keep = sorted(set(rows))
-        hidden = self._packed_hidden(layout, keep if self.last_layer is not None else None)
+        hidden = self._packed_hidden(layout, keep if self.last_layer is not None else None, rewrite)
         if self.last_layer is not None:  # hidden holds the rows of `keep` only
             at = {r: i for i, r in enumerate(keep)}
             rows = [at[r] for r in rows]
@@ -113,21 +121,34 @@ class DecoderRunner:
                                                  **kwargs).last_hidden_state
             return hidden
 
-    def _packed_hidden(self, layout: PackLayout, keep: Optional[list[int]] = None) -> torch.Tensor:
+    def _packed_hidden(self, layout: PackLayout, keep: Optional[list[int]] = None,
+                       rewrite: Optional[Rewrite] = None, cache: Optional[PrefixCache] = None) -> torch.Tensor:
         """Final hidden states [T, hidden] of a packed row, or [len(keep), hidden] at the sorted rows `keep`
-        (the last layer computed there only). `use_cache=False`, or a cache object would hide the
-        packing and let sequences attend to each other."""
+        (the last layer computed there only). `rewrite`: the prefix-cache entries the layout reads, and the
+        spans to leave in the cache (`cache`, else this runner's) once the forward succeeded.
+        `use_cache=False`, or a transformers cache object would hide the packing and let sequences
+        attend to each other."""
         from ..segment_attention import segment_forward
 
+        spans = [layout.unit_rows[u] for u, _ in rewrite.keep] if rewrite is not None else []
+        captured: dict[tuple[int, int], LayerKV] = {span: [] for span in spans if span is not None}
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._lock)
-            stack.enter_context(segment_forward(self.model, layout, self.varlen_fn))
+            stack.enter_context(segment_forward(self.model, layout, self.varlen_fn,
+                                                rewrite.cached if rewrite is not None else (), captured or None))
             if keep is not None and self.last_layer is not None:
                 rows = torch.tensor(keep, dtype=torch.long, device=self.input_device)
                 stack.enter_context(rows_only(self.last_layer, rows, layout.query_starts(keep)))
             out = self.packed_backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False)
+            if rewrite is not None:
+                for (_, ids), span in zip(rewrite.keep, spans):
+                    if span is not None:
+                        (cache or self.prefix_cache).store(ids, captured[span])
         hidden: torch.Tensor = out.last_hidden_state[0]
         return hidden
+
+    def configure_prefix_cache(self, tokens: int, min_shared: int) -> None:
+        self.prefix_cache.configure(tokens if self.supports_prefix_cache else 0, min_shared)
 
     # -- probes --------------------------------------------------------------------------------------
     def _varlen_kernel(self) -> Optional["VarlenFn"]:
@@ -178,6 +199,34 @@ class DecoderRunner:
                         self.name, rel)
         return bool(rel < self.probe_tolerance())
 
+    @torch.inference_mode()
+    def _prefix_cache_matches(self) -> bool:
+        """Probe: does a tail read from a cached prompt (computed in an earlier forward, and a single sequence
+        cached whole) score as its whole sequence does?"""
+        gen = torch.Generator().manual_seed(2)
+        prompt, t1, t2, t3, single, t4 = (torch.randint(0, self.vocab_size, (n,), generator=gen).tolist()
+                                          for n in (20, 5, 6, 4, 18, 3))
+        cache = PrefixCache()
+        cache.configure(1_000, 8)
+        try:
+            for units in ([PackUnit(prompt, [t1, t2], [0, 1]), PackUnit.single(single, 2)],
+                          [PackUnit(prompt, [t3], [0]), PackUnit.single(single[:12] + t4, 1)]):
+                rewrite = cache.rewrite(units, [[len(u.prompt) + len(t) - 1] for u in units for t in u.tails])
+                layout = PackLayout(rewrite.units, self.input_device)
+                hidden = self._packed_hidden(layout, rewrite=rewrite, cache=cache)
+            packed = hidden[layout.last_positions.to(hidden.device)].float()
+        except Exception as err:  # noqa: BLE001 - any failure means: no prefix cache for this model
+            log.info("%s: prefix cache unavailable: %s: %s", self.name, type(err).__name__, err)
+            return False
+        if cache.hits != 2:
+            return False
+        whole = [self._hidden(torch.tensor([seq]))[0, -1].float() for seq in (prompt + t3, single[:12] + t4)]
+        rel = max(((p - w).abs().max() / w.abs().max().clamp_min(1e-6)).item() for p, w in zip(packed, whole))
+        if rel >= self.probe_tolerance():
+            log.warning("%s: tails read from the prefix cache differ from whole sequences (rel %.1e); cache off",
+                        self.name, rel)
+        return bool(rel < self.probe_tolerance())
+
     def health(self) -> None:
         if self.device_type == "cuda":
             torch.cuda.synchronize(self.input_device)
@@ -210,6 +259,7 @@ class DecoderScorer(Scorer):
         self.model_name = model_name
         self.device_type = runner.device_type
         self.supports_packing = runner.supports_packing
+        self.supports_prefix_cache = runner.supports_prefix_cache
 
     @property
     def model(self) -> Any:
@@ -232,6 +282,12 @@ class DecoderScorer(Scorer):
         hidden = self.runner.packed(units, [self.positions(e) for e in items])
         with torch.inference_mode():
             return self.read(hidden, items)
+
+    def configure_prefix_cache(self, tokens: int, min_shared: int) -> None:
+        self.runner.configure_prefix_cache(tokens, min_shared)
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        return self.runner.prefix_cache.stats()
 
     def health(self) -> None:
         self.runner.health()

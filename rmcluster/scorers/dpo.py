@@ -54,6 +54,7 @@ class DPOScorer(Scorer):
         self.device_type = self.policy.device_type
         runners = [self.policy] + ([self.reference] if self.reference is not None else [])
         self.supports_packing = all(r.supports_packing for r in runners)
+        self.supports_prefix_cache = all(r.supports_prefix_cache for r in runners)
         self.output_names = ("policy_logp", "reference_logp", "response_tokens") if self.reference is not None \
             else ("policy_logp", "response_tokens")
 
@@ -87,6 +88,14 @@ class DPOScorer(Scorer):
         if self.reference is not None:
             reference = self._logps(self.reference, self.reference.packed(units, positions), items)
         return self._outputs(policy, reference)
+
+    def configure_prefix_cache(self, tokens: int, min_shared: int) -> None:
+        for runner in (self.policy, self.reference):
+            if runner is not None:
+                runner.configure_prefix_cache(tokens, min_shared)
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        return self.policy.prefix_cache.stats()
 
     @torch.inference_mode()
     def _logps(self, runner: DecoderRunner, hidden: list[torch.Tensor],

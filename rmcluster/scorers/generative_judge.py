@@ -41,7 +41,7 @@ class GenerativeJudgeScorer(DecoderScorer):
         self.max_new_tokens = max_new_tokens
         super().__init__(DecoderRunner(model, encoder.tokenizer.pad_token_id, model_name, compile), model_name)
         if max_new_tokens is not None:
-            self.supports_packing = False  # generation runs HF generate on padded batches
+            self.supports_packing = self.supports_prefix_cache = False  # generation runs HF generate on padded batches
 
     @classmethod
     def from_config(cls, config: "RMConfig", encoder: JudgeEncoder) -> Scorer:

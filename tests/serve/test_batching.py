@@ -13,7 +13,8 @@ TOL = 1e-4
 
 
 def _args(max_batch_tokens, max_batch_size, wait_s):
-    return app_args(rm={"batching": {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size}},
+    return app_args(rm={"batching": {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+                                     "prefix_cache_tokens": 20_000}},
                     model_server={"batch_wait_timeout_s": wait_s, "max_ongoing_requests": 64})
 
 
@@ -73,6 +74,26 @@ def test_per_sample_grpo_requests_share_their_prompt_across_requests(batching_ap
 
     scores = serve.get_app_handle(APP).score_token_ids.remote(ids[:3]).result()
     assert all(abs(s - w) < TOL for s, w in zip(scores, reference.scores(convs[:3])))
+
+
+def test_samples_sent_one_after_another_read_their_prompt_from_the_prefix_cache(batching_app, serve_url, reference):
+    """A trainer that sends each sample as its rollout finishes: every request is its own engine call, and
+    the group's prompt, computed for the first, is read from the replica's prefix cache by the rest."""
+    import httpx
+
+    model = batching_app
+    prompt = varied_conversations(1, seed=35, max_words=300)[0][:1]
+    answers = [c[-1]["content"] for c in varied_conversations(6, seed=36, max_words=120)]
+    convs = [prompt + [{"role": "assistant", "content": a}] for a in answers]
+    texts = [reference.tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+    before = model.stats.remote().result()["prefix_cache"]
+    scores = [httpx.post(f"{serve_url}{ROUTE}/classify", json={"input": t}, timeout=60).json()["data"][0]["probs"][0]
+              for t in texts]
+    assert all(abs(s - w) < TOL for s, w in zip(scores, reference.scores(convs)))
+    after = model.stats.remote().result()["prefix_cache"]
+    prompt_ids = reference.tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)["input_ids"]
+    assert after["hits"] - before["hits"] == 5, after
+    assert after["reused_tokens"] - before["reused_tokens"] >= 5 * len(prompt_ids), after
 
 
 def test_batch_shape_changes_at_runtime(batching_app, reference):
