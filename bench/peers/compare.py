@@ -9,7 +9,8 @@ the plain HF loop (one conversation at a time), rmcluster in-process on records,
 text and on token ids (tokenizing included), and vLLM's `LLM.classify` on token ids with its prefix
 cache off and on, each pass from a cold cache; the fastest of `--rounds` passes each. Over HTTP, GRPO-shaped steps as veRL's reward loop sends them: one `/classify`
 request per sample (templated text, BOS stripped), 12 groups of 8 sharing a prompt, all sent at once,
-new prompts every step: `serve run` (one model replica, the batch waits given) against
+new prompts every step: `serve run` (one model replica, the batch waits given; Ray Serve's default environment
+and its high-throughput one, HAProxy + gRPC, as `make demo` and the cluster configs run it) against
 `vllm serve --runner pooling`, one server at a time. Scores: max |difference| from the HF loop.
 The model is the random hidden-256, 4-layer Llama classifier (float32): its scores are meaningless.
 """
@@ -139,20 +140,42 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, steps: list[list[str]]) -> dict:
+def _replica_stats() -> dict:
+    """The rmcluster model replica's counters (forward seconds, tokens shared, prefix cache), for the profile."""
+    import ray
+    from ray import serve
+
+    ray.init(address="auto", logging_level="ERROR")
+    try:
+        return serve.get_deployment_handle("RewardModelServer", "reward").stats.remote().result()
+    finally:
+        ray.shutdown()
+
+
+def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, steps: list[list[str]],
+                  env: dict | None = None, stats: bool = False) -> dict:
     """Start a server, wait for /health, run the GRPO steps against it, stop it."""
     from serve.demo import wait_healthy
 
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
         try:
             wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=600)
-            return asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
+            result = asyncio.run(grpo_steps(f"http://127.0.0.1:{port}", "rm", steps))
+            if stats:
+                result["replica_stats"] = _replica_stats()
+            return result
         finally:
             _stop(proc)
 
 
-def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int) -> dict:
+def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int,
+               mode: str = "throughput") -> dict:
+    """`serve run` of the shipped config with this model; `mode` "throughput": Serve's high-throughput
+    environment as `make demo` and the cluster configs set it, "default": Ray Serve's defaults."""
+    from serve.demo import HIGH_THROUGHPUT_ENV
+
     config = yaml.safe_load((ROOT / "serve.config.yaml").read_text())
     config["http_options"]["port"] = port
     args = config["applications"][0]["args"]
@@ -160,10 +183,11 @@ def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Pat
     server = args["model_server"]
     server.pop("autoscaling_config")
     server.update(num_replicas=1, batch_wait_timeout_s=wait_s, max_ongoing_requests=256, max_queued_requests=1024)
-    path = work / f"serve-{wait_s}.yaml"
+    path = work / f"serve-{mode}-{wait_s}.yaml"
     path.write_text(yaml.safe_dump(config))
+    env = HIGH_THROUGHPUT_ENV if mode == "throughput" else {k: "0" for k in HIGH_THROUGHPUT_ENV}
     return _timed_server([str(Path(sys.executable).parent / "serve"), "run", str(path)], ROOT,
-                         work / f"serve-{wait_s}.log", port, steps)
+                         work / f"serve-{mode}-{wait_s}.log", port, steps, env, stats=True)
 
 
 def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int) -> dict:
@@ -187,7 +211,9 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="offline passes per method; the fastest counts")
     ap.add_argument("--steps", type=int, default=3, help="timed GRPO steps per server (after one warm-up step)")
-    ap.add_argument("--waits", default="0.002,0.02", help="rmcluster batch_wait_timeout_s values to measure")
+    ap.add_argument("--waits", default="0.002", help="rmcluster batch_wait_timeout_s values to measure")
+    ap.add_argument("--serve-modes", default="default,throughput",
+                    help="Ray Serve environments to measure: default, throughput (HAProxy + gRPC, as make demo runs)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     if not Path(args.vllm_python).exists():
@@ -229,18 +255,23 @@ def main(argv=None) -> None:
         steps = [texts[k : k + per_step] for k in range(0, len(texts), per_step)]
         tokens = sum(len(tokenizer(t)["input_ids"]) for s in steps[1:] for t in s) / args.steps
         results = {"vllm serve": vllm_http(args.vllm_python, model_dir, steps, work, 8811)}
-        for wait in (float(w) for w in args.waits.split(",")):
-            results[f"rmcluster serve run, wait {wait:g}s"] = serve_http(model_dir, wait, steps, work, 8812)
+        for mode in args.serve_modes.split(","):
+            for wait in (float(w) for w in args.waits.split(",")):
+                results[f"rmcluster {mode}, wait {wait:g}s"] = serve_http(model_dir, wait, steps, work, 8812, mode)
         base = tokens / statistics.median(results["vllm serve"]["step_seconds"])
         print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
               f"median of {args.steps} cold steps")
-        print(f"{'server':<34} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'server':<34} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}  replica")
         figures["http"] = {}
         for name, r in results.items():
             step = statistics.median(r["step_seconds"])
             figures["http"][name] = {**r, "tok_s": tokens / step}
+            st = r.get("replica_stats")
+            replica = (f"forwards {st['forward_seconds']:.1f} s, {st['forward_passes']} passes, shared "
+                       f"{st['reused_tokens'] / st['tokens']:.0%}, prefix cache {st['prefix_cache'].get('reused_tokens', 0):,} "
+                       f"tokens") if st else ""
             print(f"{name:<34} {step:>7.2f} {tokens / step:>8.0f} {tokens / step / base:>7.2f} {r['p50_ms']:>8.0f} "
-                  f"{r['p99_ms']:>8.0f}")
+                  f"{r['p99_ms']:>8.0f}  {replica}")
     print(f"\nlogs in {work}")
     _save(args.json, figures)
 

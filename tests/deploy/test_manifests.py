@@ -224,3 +224,20 @@ def test_the_api_keys_secret_is_mounted_where_the_serve_config_reads_it_on_every
         (container,) = pod["containers"]
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert secrets.get(mounts.get(str(key_file.parent))) == "rmcluster-api-keys", group.get("groupName", "head")
+
+
+def test_serving_clusters_start_ray_in_serves_high_throughput_mode():
+    """HAProxy and gRPC between deployments (read when Ray starts): on every RayService pod, every VM node's
+    `ray start`, and in `make demo`, with the variables serve.demo names."""
+    from serve.demo import HIGH_THROUGHPUT_ENV
+
+    (rayservice,) = [doc for _, doc in _ray_docs() if doc["kind"] == "RayService"]
+    for container in _containers(_cluster_spec(rayservice)):
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert {k: env.get(k) for k in HIGH_THROUGHPUT_ENV} == HIGH_THROUGHPUT_ENV, container["name"]
+    prefix = " ".join(f"{k}={v}" for k, v in HIGH_THROUGHPUT_ENV.items()) + " ray start"
+    for path in (REPO / "cluster").glob("*.yaml"):
+        config = yaml.safe_load(path.read_text())
+        for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+            starts = [c for c in config[key] if "ray start" in c]
+            assert starts and all(prefix in c for c in starts), (path.name, key)
