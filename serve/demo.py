@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # Ray Serve's high-throughput mode (Ray >= 2.55), read when Ray starts: HAProxy in place of the Python HTTP
-# proxy, gRPC between deployments. GRPO-shaped per-sample /classify traffic ran 1.45x faster with it on 2 cores
+# proxy, gRPC between deployments. GRPO-shaped per-sample /classify traffic ran about 1.4x faster with it on 2 cores
 # (bench/RESULTS.md). Set a variable to 0 to run Serve's defaults.
 HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
