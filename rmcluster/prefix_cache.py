@@ -72,8 +72,7 @@ class PrefixCache:
             n_tails = len(unit.tails)
             reads = positions[first_tail : first_tail + n_tails]
             first_tail += n_tails
-            seqs = [list(unit.prompt) + list(t) for t in unit.tails]
-            probe = tuple(unit.prompt) if unit.prompt else tuple(seqs[0])
+            probe = tuple(unit.prompt) if unit.prompt else tuple(unit.tails[0])
             limit = len(probe) if unit.prompt else len(probe) - 1  # every tail keeps at least one token
             hit = self._longest(probe, limit) if self.capacity and not unit.cached else None
             if hit is not None and all(min(p, default=hit[1]) >= hit[1] for p in reads):
@@ -81,6 +80,7 @@ class PrefixCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 self.reused_tokens += shared * n_tails
+                seqs = [list(unit.prompt) + list(t) for t in unit.tails]  # only on a hit: this runs per call
                 out.units.append(PackUnit(key[:shared], [s[shared:] for s in seqs], unit.members, cached_slot=len(
                     out.cached)))
                 out.cached.append([(k[:, :, :shared], v[:, :, :shared]) for k, v in self._entries[key]])
