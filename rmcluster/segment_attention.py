@@ -45,8 +45,7 @@ class _Active:
     varlen_fn: Optional[VarlenFn]
     # Prefix-cache entries the pack's cached segments read, per slot, per layer: (keys, values).
     cached: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]] = ()
-    # Row spans [start, end) whose keys and values each layer leaves in `captured[span]` (for the cache).
-    capture: Sequence[tuple[int, int]] = ()
+    # Row spans [start, end) whose keys and values each layer appends to `captured[span]` (for the cache).
     captured: Optional[dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]]] = None
 
 
@@ -137,11 +136,11 @@ def segment_attention_forward(
     layout = active.layout
     window = sliding_window if sliding_window is not None and sliding_window < layout.max_kv_len else None
     layer = getattr(module, "layer_idx", None)
-    if (active.cached or active.capture) and layer is None:
+    if (active.cached or active.captured) and layer is None:
         raise NotImplementedError("the prefix cache needs attention modules that know their layer_idx")
-    if active.captured is not None:
-        for span in active.capture:  # layers run in order: entry `layer` of each list is this layer's
-            active.captured[span].append((key[:, :, span[0]:span[1]].clone(), value[:, :, span[0]:span[1]].clone()))
+    if active.captured:
+        for span, kv in active.captured.items():  # layers run in order: entry `layer` of each list is this layer's
+            kv.append((key[:, :, span[0]:span[1]].clone(), value[:, :, span[0]:span[1]].clone()))
     if active.varlen_fn is not None:
         return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap), None
     if softcap is not None:
@@ -227,7 +226,7 @@ def segment_forward(model: torch.nn.Module, layout: PackLayout, varlen_fn: Optio
     """
     config: Any = model.config
     previous = config._attn_implementation
-    token = _ACTIVE.set(_Active(layout, varlen_fn, cached, tuple(captured or ()), captured))
+    token = _ACTIVE.set(_Active(layout, varlen_fn, cached, captured))
     config._attn_implementation = ATTN_NAME
     try:
         yield
