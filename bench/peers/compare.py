@@ -7,10 +7,12 @@
 Offline, per corpus (realistic mix, best-of-8 with 500-token prompts and 200-token responses, short):
 the plain HF loop (one conversation at a time), rmcluster in-process on records, on pre-templated
 text and on token ids (tokenizing included), and vLLM's `LLM.classify` on token ids with its prefix
-cache off and on, each pass from a cold cache; the fastest of `--rounds` passes each. Over HTTP, GRPO-shaped steps as veRL's reward loop sends them: one `/classify`
+cache off and on, each pass from a cold cache; the fastest of `--rounds` passes each. Over HTTP,
+GRPO-shaped steps as veRL's reward loop sends them (aiohttp, a new session per request): one `/classify`
 request per sample (templated text, BOS stripped), 12 groups of 8 sharing a prompt, all sent at once,
 new prompts every step: `serve run` (one model replica, the batch waits given; Ray Serve's default environment
-and its high-throughput one, HAProxy + gRPC, as `make demo` and the cluster configs run it) against
+and its high-throughput one, HAProxy + gRPC, as `make demo` and the cluster configs run it; the model
+replica answering HTTP itself, as serve.config.yaml ships, or behind a separate ingress) against
 `vllm serve --runner pooling`, one server at a time. Scores: max |difference| from the HF loop.
 The model is the random hidden-256, 4-layer Llama classifier (float32): its scores are meaningless.
 """
@@ -22,6 +24,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -110,34 +113,49 @@ def vllm_offline(vllm_python: str, model_dir: Path, corpora: dict, work: Path, r
 
 # -- HTTP -----------------------------------------------------------------------------------------
 async def grpo_steps(url: str, model: str, steps: list[list[str]]) -> dict:
-    """Each step: every sample's /classify request at once; latency per request, seconds per step."""
-    import httpx
+    """Each step: every sample's /classify request at once; latency per request, seconds per step.
+
+    Sent as veRL's reward loop sends them (`RewardLoopWorker._post_request`): aiohttp, a new
+    ClientSession (so a new connection) per request, `use_activation: false`.
+    """
+    import aiohttp
+
+    async def one(text: str) -> float:
+        start = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            async with session.post(f"{url}/classify", json={"model": model, "input": text,
+                                                             "use_activation": False}) as r:
+                r.raise_for_status()
+                await r.json()
+        return time.perf_counter() - start
 
     latencies, step_seconds = [], []
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256)) as client:
-        async def one(text: str) -> float:
-            start = time.perf_counter()
-            r = await client.post(f"{url}/classify", json={"model": model, "input": text})
-            r.raise_for_status()
-            return time.perf_counter() - start
-
-        await asyncio.gather(*(one(t) for t in steps[0]))  # warm-up step (other prompts)
-        for texts in steps[1:]:
-            start = time.perf_counter()
-            latencies += await asyncio.gather(*(one(t) for t in texts))
-            step_seconds.append(time.perf_counter() - start)
+    await asyncio.gather(*(one(t) for t in steps[0]))  # warm-up step (other prompts)
+    for texts in steps[1:]:
+        start = time.perf_counter()
+        latencies += await asyncio.gather(*(one(t) for t in texts))
+        step_seconds.append(time.perf_counter() - start)
     latencies.sort()
     return {"step_seconds": step_seconds, "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, port: int) -> None:
     os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # Ray's proxy (or HAProxy) can outlive `serve run` for a while; the next server's health check must
+    # not reach this one, which then goes away mid-step (seen: "Server disconnected" in a warm-up step).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"port {port} still answers 60 s after its server stopped (a leftover haproxy?)")
 
 
 def _replica_stats() -> dict:
@@ -167,13 +185,15 @@ def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, step
                 result["replica_stats"] = _replica_stats()
             return result
         finally:
-            _stop(proc)
+            _stop(proc, port)
 
 
 def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int,
-               mode: str = "throughput") -> dict:
+               mode: str = "throughput", ingress: str = "colocated") -> dict:
     """`serve run` of the shipped config with this model; `mode` "throughput": Serve's high-throughput
-    environment as `make demo` and the cluster configs set it, "default": Ray Serve's defaults."""
+    environment as `make demo` and the cluster configs set it, "default": Ray Serve's defaults;
+    `ingress` "colocated" as shipped (the model replica answers HTTP), "separate": an ingress replica
+    of a quarter CPU in front of it."""
     from serve.demo import HIGH_THROUGHPUT_ENV
 
     config = yaml.safe_load((ROOT / "serve.config.yaml").read_text())
@@ -183,11 +203,14 @@ def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Pat
     server = args["model_server"]
     server.pop("autoscaling_config")
     server.update(num_replicas=1, batch_wait_timeout_s=wait_s, max_ongoing_requests=256, max_queued_requests=1024)
-    path = work / f"serve-{mode}-{wait_s}.yaml"
+    if ingress == "separate":
+        args["ingress"] = {**args["ingress"], "colocated": False, "num_replicas": 1, "num_cpus": 0.25}
+    name = f"serve-{mode}-{ingress}-{wait_s}"
+    path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = HIGH_THROUGHPUT_ENV if mode == "throughput" else {k: "0" for k in HIGH_THROUGHPUT_ENV}
     return _timed_server([str(Path(sys.executable).parent / "serve"), "run", str(path)], ROOT,
-                         work / f"serve-{mode}-{wait_s}.log", port, steps, env, stats=True)
+                         work / f"{name}.log", port, steps, env, stats=True)
 
 
 def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int) -> dict:
@@ -214,6 +237,8 @@ def main(argv=None) -> None:
     ap.add_argument("--waits", default="0.002", help="rmcluster batch_wait_timeout_s values to measure")
     ap.add_argument("--serve-modes", default="default,throughput",
                     help="Ray Serve environments to measure: default, throughput (HAProxy + gRPC, as make demo runs)")
+    ap.add_argument("--ingress", default="colocated,separate",
+                    help="rmcluster HTTP front: colocated (as serve.config.yaml ships), separate (an ingress replica)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     if not Path(args.vllm_python).exists():
@@ -256,12 +281,14 @@ def main(argv=None) -> None:
         tokens = sum(len(tokenizer(t)["input_ids"]) for s in steps[1:] for t in s) / args.steps
         results = {"vllm serve": vllm_http(args.vllm_python, model_dir, steps, work, 8811)}
         for mode in args.serve_modes.split(","):
-            for wait in (float(w) for w in args.waits.split(",")):
-                results[f"rmcluster {mode}, wait {wait:g}s"] = serve_http(model_dir, wait, steps, work, 8812, mode)
+            for ingress in args.ingress.split(","):
+                for wait in (float(w) for w in args.waits.split(",")):
+                    results[f"rmcluster {mode}, {ingress}, wait {wait:g}s"] = serve_http(
+                        model_dir, wait, steps, work, 8812, mode, ingress)
         base = tokens / statistics.median(results["vllm serve"]["step_seconds"])
         print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
               f"median of {args.steps} cold steps")
-        print(f"{'server':<34} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}  replica")
+        print(f"{'server':<44} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}  replica")
         figures["http"] = {}
         for name, r in results.items():
             step = statistics.median(r["step_seconds"])
@@ -270,7 +297,7 @@ def main(argv=None) -> None:
             replica = (f"forwards {st['forward_seconds']:.1f} s, {st['forward_passes']} passes, shared "
                        f"{st['reused_tokens'] / st['tokens']:.0%}, prefix cache {st['prefix_cache'].get('reused_tokens', 0):,} "
                        f"tokens") if st else ""
-            print(f"{name:<34} {step:>7.2f} {tokens / step:>8.0f} {tokens / step / base:>7.2f} {r['p50_ms']:>8.0f} "
+            print(f"{name:<44} {step:>7.2f} {tokens / step:>8.0f} {tokens / step / base:>7.2f} {r['p50_ms']:>8.0f} "
                   f"{r['p99_ms']:>8.0f}  {replica}")
     print(f"\nlogs in {work}")
     _save(args.json, figures)
