@@ -79,6 +79,10 @@ class ScoringEngine:
         the engine already runs for one long item."""
         return max(self.max_batch_tokens, self.scorer.max_length)
 
+    @property
+    def prefix_cache_on(self) -> bool:
+        return self.shared_prompt and self.scorer.supports_prefix_cache and self.batching.prefix_cache_tokens > 0
+
     def computed_tokens(self, encoded: Sequence[EncodedItem]) -> int:
         """Tokens `score_encoded` would compute for these items, shared prefixes once."""
         return computed_tokens([e.input_ids for e in encoded],
@@ -115,7 +119,7 @@ class ScoringEngine:
 
     def _score(self, encoded: Sequence[EncodedItem], on_batch: OnBatch) -> list[ScoreResult]:
         results = [_PENDING] * len(encoded)
-        cache_on = self.shared_prompt and self.scorer.supports_prefix_cache and self.batching.prefix_cache_tokens > 0
+        cache_on = self.prefix_cache_on
         self.scorer.configure_prefix_cache(self.batching.prefix_cache_tokens if cache_on else 0,
                                            self.batching.min_shared_tokens)
         budget, max_items = self.max_batch_tokens, self.batching.max_batch_size

@@ -87,7 +87,8 @@ class ModelServerArgs(DeploymentArgs):
         None, ge=1, description="Most tokens one engine call merges from concurrent requests, counted as computed "
         "(a prefix shared by several items once); the engine splits the call into forwards of the token budget. "
         "Larger calls keep more of a GRPO group's per-sample requests together (their prompt runs once), at the "
-        "cost of latency. Unset: 4 x max(batching token budget, max_length), measured.",
+        "cost of latency. Unset: 4 x max(batching token budget, max_length), or 1 x with the prefix cache on "
+        "(a group split over calls reads its prompt from the cache), measured.",
     )
 
 

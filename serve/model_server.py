@@ -44,9 +44,12 @@ class _TokenBudgetWarningFilter(logging.Filter):
 log.addFilter(_TokenBudgetWarningFilter())
 
 # Default engine call size, in units of the engine's largest group (max(budget, max_length)). On 2 CPU
-# cores, 96 per-sample GRPO requests took 7.2 s per step at 1x (31% of the tokens shared), 5.9 s at 4x
-# (55%) and 5.8 s at 16x (59%; p50 latency 4.3 s at 4x, 4.8 s at 16x): bench/RESULTS.md.
+# cores, 96 per-sample GRPO requests without the prefix cache took 7.2 s per step at 1x (31% of the
+# tokens shared), 5.9 s at 4x (55%). With the prefix cache a group split over calls reads its prompt
+# from the cache, and smaller calls answer sooner: 2.5-2.8 s per step and p50 1.7 s at 1x against
+# 3.0-3.4 s and p50 2.5-2.7 s at 4x (bench/RESULTS.md).
 CALL_GROUPS = 4
+CALL_GROUPS_CACHED = 1
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ class RewardModelServer:
 
     @property
     def max_call_tokens(self) -> int:
-        return self._tuning.max_call_tokens or CALL_GROUPS * self.engine.max_group_tokens
+        groups = CALL_GROUPS_CACHED if self.engine.prefix_cache_on else CALL_GROUPS
+        return self._tuning.max_call_tokens or groups * self.engine.max_group_tokens
 
     async def score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
         """Scores in input order. Items of one call may land in different batches."""

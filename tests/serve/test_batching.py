@@ -102,7 +102,9 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     model = batching_app
     first = model.info.remote().result()
     assert (first["max_batch_tokens"], first["max_batch_size"], first["batch_wait_timeout_s"]) == (8192, 64, 0.05)
-    assert first["max_call_tokens"] == 4 * max(8192, first["max_length"])  # unset: four of the largest groups
+    # Unset, with the prefix cache on: one of the largest groups (a group split over calls reads its prompt
+    # from the cache); four without it (test below, after the reconfigure turns the cache off).
+    assert first["max_call_tokens"] == max(8192, first["max_length"])
     # A quarter-CPU replica still computes on every core it may run on, not Ray's OMP_NUM_THREADS of 1.
     import os
 
@@ -119,6 +121,12 @@ def test_batch_shape_changes_at_runtime(batching_app, reference):
     assert (second["max_batch_tokens"], second["max_batch_size"], second["batch_wait_timeout_s"]) == (1024, 4, 0.0)
     assert (second["packing"], second["shared_prompt"]) == (True, False)
     assert second["replica"] == first["replica"]
+    model.reconfigure.remote({"batching": {"max_batch_tokens": 1024, "max_batch_size": 4, "packing": "on"},
+                              "batch_wait_timeout_s": 0.0}).result()
+    assert model.info.remote().result()["max_call_tokens"] == 4 * max(1024, first["max_length"])
+    model.reconfigure.remote({"batching": {"max_batch_tokens": 1024, "max_batch_size": 4, "packing": "on",
+                                           "shared_prompt": "off"}, "batch_wait_timeout_s": 0.0,
+                              "max_call_tokens": 2048}).result()
     before = model.stats.remote().result()
     convs = varied_conversations(12, seed=32, max_words=200)
     app = serve.get_app_handle(APP)
