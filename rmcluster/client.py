@@ -298,7 +298,8 @@ class HandleRewardClient(_ChunkedScorer):
 
     @property
     def hops(self) -> int:
-        """1: tokenizes here and calls the model deployment; 2: through the ingress."""
+        """1: tokenizes here and calls the model deployment; 2: through the ingress (where the app is
+        `ingress.colocated`, its handle is the model deployment, so that path is one hop as well)."""
         return 1 if self._one_hop is not None else 2
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:

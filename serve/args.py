@@ -124,6 +124,10 @@ class ApiKeysSource(StrictModel):
 class IngressArgs(DeploymentArgs):
     """The FastAPI ingress: validates, tokenizes (CPU) and fans requests out to the model replicas."""
 
+    colocated: bool = Field(
+        False, description="Serve HTTP from the model replicas themselves (no separate ingress deployment): one "
+        "process and one hop fewer per request, for small CPU boxes. Scaling, resources and queue limits are then "
+        "model_server's; setting this section's deployment keys (replicas, resources, queues, chunks) is an error.")
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per ingress replica.")
     max_ongoing_requests: int = Field(256, ge=1, description="Requests in flight per ingress replica.")
     max_body_bytes: int = Field(16 * 2**20, ge=1, description="Largest request body accepted (413 above).")
@@ -142,6 +146,19 @@ class IngressArgs(DeploymentArgs):
     api_keys: Optional[ApiKeysSource] = Field(
         None, description="When set, every HTTP endpoint but /health needs `Authorization: Bearer <key>` (401 "
         "otherwise). Unset: no authentication (keep the service on a private network).")
+
+
+    @model_validator(mode="after")
+    def _colocated_has_no_deployment_of_its_own(self) -> "IngressArgs":
+        moot = sorted(self.model_fields_set & _INGRESS_DEPLOYMENT_KEYS) if self.colocated else []
+        if moot:
+            raise ValueError(f"colocated: true serves HTTP from the model replicas, so {', '.join(moot)} would not "
+                             "apply: set them under model_server, or drop them")
+        return self
+
+
+# What only a separate ingress deployment has; the request settings (limits, body size, keys) apply either way.
+_INGRESS_DEPLOYMENT_KEYS = {*DeploymentArgs.model_fields, "chunk_items", "chunks_in_flight"}
 
 
 class ServeArgs(StrictModel):

@@ -21,6 +21,7 @@ from rmcluster.scorers import build_encoder
 
 from .api_keys import KeySet
 from .args import IngressArgs
+from .handle_api import HandleApi
 from .metrics import IngressMetrics
 from .router import build_router
 from .serving import RequestLimits, ScoringService
@@ -29,7 +30,7 @@ from .serving import RequestLimits, ScoringService
 _REPLICA_GONE = replica_gone_errors()
 
 
-class RewardIngress:
+class RewardIngress(HandleApi):
     def __init__(self, model: DeploymentHandle, rm: RMConfig, settings: IngressArgs):
         self._model = model
         self._rm = rm
@@ -70,31 +71,6 @@ class RewardIngress:
                                              retry_after_s=self._settings.retry_after_s) from None
             raise
         return [r for part in parts for r in part]
-
-    # -- handle API: serve.get_app_handle(app).<method>.remote(...) ------------------------------------
-    async def score(self, conversations: list[list[dict]]) -> list[float]:
-        """One score per conversation (a list of {"role", "content"} messages)."""
-        return await self.service.score_conversations(conversations)
-
-    async def score_pairs(self, pairs: list[dict]) -> list[list[float]]:
-        """[chosen, rejected] scores per {"prompt", "chosen", "rejected"}."""
-        return await self.service.score_pairs(pairs)
-
-    async def score_responses(self, groups: list[dict]) -> list[list[float]]:
-        """Scores per {"prompt", "responses": [...]} group, in response order."""
-        return await self.service.score_responses(groups)
-
-    async def score_token_ids(self, token_ids: list[list[int]]) -> list[float]:
-        """One score per token-id list, already templated with the model's chat template."""
-        return await self.service.score_token_ids(token_ids)
-
-    async def score_texts(self, texts: list[str]) -> list[float]:
-        """One score per already-templated text (chat template and BOS included, as /get_reward takes)."""
-        return await self.service.score_texts(texts)
-
-    async def score_records(self, records: list[dict]) -> list[dict]:
-        """Result rows as `rmcluster.pipeline.score_records` makes them (id, index, label, score, ..., model)."""
-        return await self.service.score_records(records)
 
     async def client_config(self) -> dict:
         """What a handle client needs to tokenize in its own process and call the model deployment itself."""

@@ -59,3 +59,12 @@ def test_backpressure_options_reach_the_deployment():
                                        ).model_server.deployment_options()
     assert options["max_queued_requests"] == 8
     assert options["backpressure_config"].status_code == 503 and options["backpressure_config"].retry_after_s == 3
+
+
+def test_colocated_ingress_refuses_deployment_keys_it_would_ignore():
+    args = ServeArgs.model_validate({"ingress": {"colocated": True, "max_body_bytes": 1024, "request_timeout_s": 5}})
+    assert args.ingress.colocated and args.ingress.max_body_bytes == 1024  # request settings still apply
+    for key, value in (("num_cpus", 0.25), ("num_replicas", 1), ("max_queued_requests", 8), ("chunk_items", 4)):
+        with pytest.raises(ValidationError, match=f"colocated: true .* {key}"):
+            ServeArgs.model_validate({"ingress": {"colocated": True, key: value}})
+        ServeArgs.model_validate({"ingress": {key: value}})  # fine with a separate ingress

@@ -79,7 +79,9 @@ def test_demo_config_is_cpu_demo_autoscaling_one_to_two():
     assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 2)
     assert app["args"]["model_server"].get("num_gpus", 0) == 0
     # At max_replicas it must leave a default (1 CPU) trainer actor room on a 2-core machine.
-    reserved = scaling["max_replicas"] * app["args"]["model_server"]["num_cpus"] + app["args"]["ingress"]["num_cpus"]
+    ingress = app["args"]["ingress"]
+    reserved = scaling["max_replicas"] * app["args"]["model_server"]["num_cpus"] + (
+        0 if ingress.get("colocated") else ingress["num_cpus"])
     assert reserved + 1 <= 2, f"the demo app reserves {reserved} CPUs"
 
 
