@@ -149,25 +149,34 @@ def _stop(proc: subprocess.Popen, port: int) -> None:
         proc.wait()
     # Ray's proxy (or HAProxy) can outlive `serve run` for a while; the next server's health check must
     # not reach this one, which then goes away mid-step (seen: "Server disconnected" in a warm-up step).
+    # HAProxy, started by Serve's high-throughput mode, can outlive it altogether and keep the port: stopped
+    # here after 10 s (no other HAProxy runs on a benchmark machine).
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) != 0:
                 return
+        if time.monotonic() > deadline - 50:
+            subprocess.run(["pkill", "-x", "haproxy"], check=False)
         time.sleep(0.5)
-    raise RuntimeError(f"port {port} still answers 60 s after its server stopped (a leftover haproxy?)")
+    raise RuntimeError(f"port {port} still answers 60 s after its server stopped")
+
+
+_STATS = """
+import json, ray
+from ray import serve
+ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+print(json.dumps(serve.get_deployment_handle("RewardModelServer", "reward").stats.remote().result(timeout_s=60)))
+"""
 
 
 def _replica_stats() -> dict:
-    """The rmcluster model replica's counters (forward seconds, tokens shared, prefix cache), for the profile."""
-    import ray
-    from ray import serve
+    """The rmcluster model replica's counters (forward seconds, tokens shared, prefix cache), for the profile.
 
-    ray.init(address="auto", logging_level="ERROR")
-    try:
-        return serve.get_deployment_handle("RewardModelServer", "reward").stats.remote().result()
-    finally:
-        ray.shutdown()
+    From a fresh process each time: Serve's handles in a driver outlive `ray.shutdown()`, and a second
+    server's stats asked from this process went to the first one's dead replica until timeout."""
+    out = subprocess.run([sys.executable, "-c", _STATS], check=True, capture_output=True, text=True, timeout=180)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, steps: list[list[str]],
@@ -285,6 +294,7 @@ def main(argv=None) -> None:
                 for wait in (float(w) for w in args.waits.split(",")):
                     results[f"rmcluster {mode}, {ingress}, wait {wait:g}s"] = serve_http(
                         model_dir, wait, steps, work, 8812, mode, ingress)
+                    _save(args.json, {**figures, "http_raw": results})  # what ran survives a later failure
         base = tokens / statistics.median(results["vllm serve"]["step_seconds"])
         print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
               f"median of {args.steps} cold steps")
