@@ -9,6 +9,7 @@ several model replicas (each request is scored where it arrived).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from rmcluster.config import RMConfig
@@ -46,5 +47,5 @@ class RewardServer(HandleApi, RewardModelServer):
                 "model_deployment": serve.get_replica_context().deployment}
 
     async def health(self) -> None:
-        """Raises unless the model answers (this replica's own engine)."""
-        self.engine.health()
+        """Raises unless this replica's engine can serve; off the event loop (on CUDA it synchronizes)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.health)
