@@ -148,7 +148,8 @@ def _stop(proc: subprocess.Popen, port: int) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     # Ray's proxy (or HAProxy) can outlive `serve run` for a while; the next server's health check must
-    # not reach this one, which then goes away mid-step (seen: "Server disconnected" in a warm-up step).
+    # not reach this one, which then goes away mid-step (the suspected cause of a "Server disconnected"
+    # seen twice in a warm-up step; not proven).
     # HAProxy, started by Serve's high-throughput mode, can outlive it altogether and keep the port: stopped
     # here after 10 s (no other HAProxy runs on a benchmark machine).
     deadline = time.monotonic() + 60
