@@ -10,34 +10,20 @@ several model replicas (each request is scored where it arrived).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Optional
 
 from rmcluster.config import RMConfig
-from rmcluster.scorers import build_encoder
 
-from .api_keys import KeySet
 from .args import IngressArgs
 from .handle_api import HandleApi
-from .metrics import IngressMetrics
 from .model_server import RewardModelServer
-from .router import build_router
-from .serving import RequestLimits, ScoringService
 
 
 class RewardServer(HandleApi, RewardModelServer):
     def __init__(self, model_rm: RMConfig, torch_threads: Optional[int], rm: RMConfig, settings: IngressArgs):
         RewardModelServer.__init__(self, model_rm, torch_threads)
         self._rm = rm
-        self._settings = settings
-        limits = RequestLimits(settings.max_items_per_request, settings.max_tokens_per_request,
-                               settings.request_timeout_s)
-        self.service = ScoringService(build_encoder(rm), self.score_encoded, rm.model.name,
-                                      on_tokenize=IngressMetrics(rm.model.name).tokenize.observe, limits=limits)
-        self._api_keys = KeySet(settings.api_keys) if settings.api_keys is not None else None
-
-    def __serve_build_asgi_app__(self) -> Any:
-        return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health,
-                            api_keys=self._api_keys)
+        self._serve_requests(rm, settings, self.score_encoded)
 
     async def client_config(self) -> dict:
         """What a handle client needs to tokenize in its own process and call this deployment itself."""

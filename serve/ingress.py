@@ -17,14 +17,9 @@ from rmcluster.config import RMConfig
 from rmcluster.encoding import EncodedItem
 from rmcluster.outputs import ScoreResult
 from rmcluster.protocol import ServiceOverloadedError
-from rmcluster.scorers import build_encoder
 
-from .api_keys import KeySet
 from .args import IngressArgs
 from .handle_api import HandleApi
-from .metrics import IngressMetrics
-from .router import build_router
-from .serving import RequestLimits, ScoringService
 
 
 _REPLICA_GONE = replica_gone_errors()
@@ -34,17 +29,7 @@ class RewardIngress(HandleApi):
     def __init__(self, model: DeploymentHandle, rm: RMConfig, settings: IngressArgs):
         self._model = model
         self._rm = rm
-        self._settings = settings
-        metrics = IngressMetrics(rm.model.name)
-        limits = RequestLimits(settings.max_items_per_request, settings.max_tokens_per_request,
-                               settings.request_timeout_s)
-        self.service = ScoringService(build_encoder(rm), self._score_encoded, rm.model.name,
-                                      on_tokenize=metrics.tokenize.observe, limits=limits)
-        self._api_keys = KeySet(settings.api_keys) if settings.api_keys is not None else None
-
-    def __serve_build_asgi_app__(self):
-        return build_router(self.service, max_body_bytes=self._settings.max_body_bytes, health=self.health,
-                            api_keys=self._api_keys)
+        self._serve_requests(rm, settings, self._score_encoded)
 
     async def _score_encoded(self, encoded: list[EncodedItem]) -> list[ScoreResult]:
         """Chunks to the model replicas, a bounded number at a time: a big request queues behind itself,
