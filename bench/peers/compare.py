@@ -147,11 +147,10 @@ def _stop(proc: subprocess.Popen, port: int) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    # Ray's proxy (or HAProxy) can outlive `serve run` for a while; the next server's health check must
-    # not reach this one, which then goes away mid-step (the suspected cause of a "Server disconnected"
-    # seen twice in a warm-up step; not proven).
-    # HAProxy, started by Serve's high-throughput mode, can outlive it altogether and keep the port: stopped
-    # here after 10 s (no other HAProxy runs on a benchmark machine).
+    # Ray's proxy can outlive `serve run` for a while, and HAProxy (high-throughput mode) altogether: the
+    # next server's health check must not reach this one, which then goes away mid-step (the suspected,
+    # unproven cause of a "Server disconnected" seen twice in a warm-up step). A leftover HAProxy is
+    # stopped after 10 s (no other HAProxy runs on a benchmark machine).
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as sock:
