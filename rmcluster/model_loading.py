@@ -14,6 +14,7 @@ import torch
 
 from .checkpoint import check_remote_code, model_config, resolve_model_path
 from .config import ModelBase
+from .cpu_memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def load_model(cfg: ModelBase, auto_class: Optional[str] = None, path: Optional[
     import transformers
 
     resolved = resolve(cfg)
+    if resolved.device.type == "cpu" and cfg.cpu_keep_freed_memory:
+        keep_freed_memory()
     if path is not None:
         resolved = ResolvedModel(path, resolved.device, resolved.dtype, resolved.attn_implementation)
     auto_class = auto_class or cfg.auto_class_name
