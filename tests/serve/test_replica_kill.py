@@ -48,17 +48,26 @@ def test_a_replica_killed_twice_under_load_loses_no_request(chaos_app, serve_url
             ray.get(trainer.http_client.remote(f"{serve_url}{ROUTE}", chunk_size=4, max_in_flight=2))
         else:
             ray.get(trainer.handle_client.remote(APP, chunk_size=4, max_in_flight=2))
-    # An actor runs its calls one after another, so each client keeps requests in flight throughout.
-    calls = [trainer.client_call.remote("score", convs) for _ in range(5) for trainer in trainers]
+    # An actor runs its calls one after another, so each client keeps requests in flight while it has calls.
+    calls = []  # (trainer index, ref), in the order sent
+
+    def keep_busy():  # a fast machine can finish a fixed load before a kill: top each client up first
+        for k, trainer in enumerate(trainers):
+            refs = [ref for i, ref in calls if i == k]
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+            calls.extend((k, trainer.client_call.remote("score", convs)) for _ in range(2 - len(pending)))
+
     recovery = []
     for _ in range(2):
+        keep_busy()
         time.sleep(2)
+        keep_busy()
         pid = wait_for(lambda: _pid(chaos_app), 120, "a model replica")
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: (p := _pid(chaos_app)) is not None and p != pid, 120, "Serve to restart the replica")
         recovery.append(time.monotonic() - killed)
-    results = ray.get(calls, timeout=600)
+    results = ray.get([ref for _, ref in calls], timeout=600)
     assert all(r == pytest.approx(expected, abs=TOL) for r in results)  # every call whole, right and in order
     per_client = ray.get([t.client_retries.remote() for t in trainers])  # handle, HTTP, handle, HTTP
     print(f"replica recovery {', '.join(f'{s:.1f}' for s in recovery)} s; client retries {per_client}")
