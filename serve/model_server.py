@@ -78,6 +78,13 @@ def _use_cpu_threads(threads: Optional[int]) -> None:
              "model_server.torch_threads" if threads else f"{cores} cores available")
 
 
+def _load_engine(rm: RMConfig, torch_threads: Optional[int]) -> ScoringEngine:
+    engine = ScoringEngine.from_config(rm)
+    if engine.scorer.device_type == "cpu":
+        _use_cpu_threads(torch_threads)
+    return engine
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -88,12 +95,14 @@ class RewardModelServer:
     """Scores tokenized items with one model; merges concurrent requests into token-budgeted batches."""
 
     def __init__(self, rm: RMConfig, torch_threads: Optional[int] = None):
-        self.engine = ScoringEngine.from_config(rm)
-        if self.engine.scorer.device_type == "cpu":
-            _use_cpu_threads(torch_threads)
-        self.metrics = ModelServerMetrics(self.engine.model_name)
-        # One forward at a time per replica; the thread keeps the event loop free.
+        # One forward at a time per replica; the thread keeps the event loop free. The model also loads
+        # on it: libgomp counts every thread that ever ran an OpenMP region, and once those outnumber the
+        # cores its teams stop spinning between regions. A 2-CPU replica on 2 cores that loaded on the
+        # constructor's thread took 2.1-2.2 s per GRPO step, 1.7-1.8 s loading here (bench/RESULTS.md).
         self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rm-forward")
+        self.engine = self._forward_thread.submit(_load_engine, rm, torch_threads).result()
+        self._threads = self._forward_thread.submit(_torch_threads).result()
+        self.metrics = ModelServerMetrics(self.engine.model_name)
         self._request_ids = itertools.count()
         # Open while no forward pass runs. Requests that arrive during a forward wait here and
         # then join the queue together, so under load batches fill while the model is busy, and
@@ -164,7 +173,7 @@ class RewardModelServer:
                 "max_batch_tokens": self.engine.max_batch_tokens, "max_call_tokens": self.max_call_tokens,
                 "max_batch_size": self.engine.batching.max_batch_size,
                 "packing": self.engine.packing, "shared_prompt": self.engine.shared_prompt,
-                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s, "torch_threads": _torch_threads(),
+                "batch_wait_timeout_s": self._tuning.batch_wait_timeout_s, "torch_threads": self._threads,
                 "replica": serve.get_replica_context().replica_tag, "pid": os.getpid()}
 
     def check_health(self) -> None:
