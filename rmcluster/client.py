@@ -298,9 +298,13 @@ class HandleRewardClient(_ChunkedScorer):
 
     @property
     def hops(self) -> int:
-        """1: tokenizes here and calls the model deployment; 2: through the ingress (where the app is
-        `ingress.colocated`, its handle is the model deployment, so that path is one hop as well)."""
-        return 1 if self._one_hop is not None else 2
+        """1: tokenizes here and calls the model deployment, or the app is `ingress.colocated` (its handle
+        is the model deployment); 2: through a separate ingress. Asks the app when this client does not
+        tokenize itself."""
+        if self._one_hop is not None:
+            return 1
+        info = self._handle.client_config.remote().result(timeout_s=self.timeout_s)
+        return 1 if info["model_deployment"] == self._handle.deployment_name else 2
 
     def _score_chunk(self, shape: Shape, chunk: _Chunk) -> list[float]:
         method = getattr(self._handle, _HANDLE_METHODS[shape])

@@ -84,6 +84,8 @@ def test_app_handle_and_one_hop_client(colocated, trainer_cls, reference):
     got = serve.get_app_handle(APP).score.remote(convs).result()
     assert all(abs(a - b) < TOL for a, b in zip(got, reference.scores(convs)))
     trainer = trainer_cls.remote()
+    ray.get(trainer.handle_client.remote(APP, one_hop=False))  # tokenizing on the app: still one hop here
+    assert ray.get(trainer.client_attr.remote("hops")) == 1
     ray.get(trainer.handle_client.remote(APP, one_hop=True))
     assert ray.get(trainer.client_attr.remote("hops")) == 1
     got = ray.get(trainer.client_call.remote("score", convs))
