@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,16 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     raise TimeoutError(f"{url}/health not ready after {timeout_s:.0f}s")
 
 
+def port_in_use_hint(log_text: str) -> str | None:
+    """What to do when a port the server needs is taken; HAProxy from an earlier `serve run` can outlive it."""
+    ports = sorted(set(re.findall(r"cannot bind socket \(Address already in use\) for \[[^\]]*:(\d+)\]", log_text)))
+    if not ports and "Address already in use" not in log_text:
+        return None
+    held = f"port{'s' if len(ports) > 1 else ''} {', '.join(ports)}" if ports else "a port it needs"
+    return (f"hint: another process holds {held}. HAProxy from an earlier `serve run` can outlive it "
+            "(`pgrep -a haproxy`; stop it with `pkill -x haproxy`), or another server listens there.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the reward model and score the seed pair over HTTP.")
     parser.add_argument("--config", type=Path, default=REPO / "serve.config.yaml")
@@ -97,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as err:  # noqa: BLE001 - say what failed and where the server's logs are
         print(f"error: {err}\n--- last lines of {log_path} ---", file=sys.stderr)
-        print("\n".join(log_path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+        log_text = log_path.read_text(errors="replace")
+        print("\n".join(log_text.splitlines()[-30:]), file=sys.stderr)
+        if hint := port_in_use_hint(log_text):
+            print(hint, file=sys.stderr)
         return 1
     finally:
         _stop(server, already_interrupted=interrupted)

@@ -69,3 +69,17 @@ def test_the_readme_trainer_snippet_runs_verbatim_beside_serve_run(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "serve.log").read_text()[-3000:]
     rewards = yaml.safe_load(out.stdout.strip().splitlines()[-1])
     assert isinstance(rewards, list) and len(rewards) == 1 and isinstance(rewards[0], float)
+
+
+def test_a_port_held_by_a_leftover_haproxy_is_named_in_the_demo_error():
+    from serve.demo import port_in_use_hint
+
+    # HAProxy's own lines, from a demo that started while an earlier run's HAProxy still held its ports.
+    log = ("[ALERT]    (9100) : Binding [/tmp/haproxy-serve/2e88/haproxy.cfg:45] for frontend prometheus: cannot bind "
+           "socket (Address already in use) for [0.0.0.0:9101]\n"
+           "[ALERT]    (9100) : Binding [/tmp/haproxy-serve/2e88/haproxy.cfg:95] for proxy stats: cannot bind socket "
+           "(Address already in use) for [0.0.0.0:8404]\n")
+    hint = port_in_use_hint(log)
+    assert hint is not None and "ports 8404, 9101" in hint and "pkill -x haproxy" in hint
+    assert "a port it needs" in port_in_use_hint("OSError: [Errno 98] Address already in use")
+    assert port_in_use_hint("RuntimeError: the model failed to load") is None
