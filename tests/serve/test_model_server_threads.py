@@ -1,7 +1,7 @@
 """The model replica loads and runs its model on one thread: libgomp slows every team down once the threads
 that ever ran an OpenMP region outnumber the cores, so a second team left by loading elsewhere costs each
-forward (bench/RESULTS.md: 1.3x per step on a two-core replica). No Ray cluster: the class itself, with
-Serve's batch queue and the replica context it reads."""
+forward (bench/RESULTS.md: about 1.27x per step for a 2-CPU replica on 2 cores). No Ray cluster: the class
+itself, with Serve's batch queue and the replica context it reads."""
 
 import asyncio
 import threading
