@@ -15,6 +15,11 @@ and its high-throughput one, HAProxy + gRPC, as `make demo` and the cluster conf
 replica answering HTTP itself, as serve.config.yaml ships, or behind a separate ingress) against
 `vllm serve --runner pooling`, one server at a time. Scores: max |difference| from the HF loop.
 The model is the random hidden-256, 4-layer Llama classifier (float32): its scores are meaningless.
+
+vLLM runs twice, offline and over HTTP: as it sets itself up (`--vllm-cores auto`: on x86 it keeps one
+core for its scheduler process and binds its compute threads to the rest, so on a 2-core box its model
+runs on one thread) and with every core computing (`all`: `VLLM_CPU_OMP_THREADS_BIND=0-<n-1>`, as
+rmcluster's torch threads do). Ratios are printed against both.
 """
 
 from __future__ import annotations
@@ -102,13 +107,27 @@ def rmcluster_offline(model_dir: Path, corpora: dict, rounds: int) -> dict:
     return out
 
 
-def vllm_offline(vllm_python: str, model_dir: Path, corpora: dict, work: Path, rounds: int) -> dict:
+def vllm_cores_env(cores: str) -> dict:
+    """vLLM's CPU thread binding: "auto" as it chooses (one core kept for its scheduler on x86), "all" every
+    core of this process computing."""
+    if cores == "auto":
+        return {}
+    if cores != "all":
+        raise ValueError(f"--vllm-cores takes auto and all, not {cores!r}")
+    ids = sorted(os.sched_getaffinity(0))
+    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, ids))}
+
+
+def vllm_offline(vllm_python: str, model_dir: Path, corpora: dict, work: Path, rounds: int, cores: str) -> dict:
     payload = {name: c["ids"] for name, c in corpora.items() if name != "_warmup"}
     payload["_warmup"] = corpora["_warmup"]["ids"][:8]
     (work / "corpora.json").write_text(json.dumps(payload))
-    subprocess.run([vllm_python, str(ROOT / "bench/peers/vllm_offline.py"), str(model_dir), str(work / "corpora.json"),
-                    str(work / "vllm.json"), str(rounds)], check=True, cwd=work)
-    return json.loads((work / "vllm.json").read_text())
+    out = work / f"vllm-{cores}.json"
+    with open(work / f"vllm-offline-{cores}.log", "w") as log:  # its thread binding is logged here
+        subprocess.run([vllm_python, str(ROOT / "bench/peers/vllm_offline.py"), str(model_dir),
+                        str(work / "corpora.json"), str(out), str(rounds)], check=True, cwd=work, stdout=log,
+                       stderr=subprocess.STDOUT, env={**os.environ, **vllm_cores_env(cores)})
+    return json.loads(out.read_text())
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -222,13 +241,13 @@ def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Pat
                          work / f"{name}.log", port, steps, env, stats=True)
 
 
-def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int) -> dict:
+def vllm_http(vllm_python: str, model_dir: Path, steps: list[list[str]], work: Path, port: int, cores: str) -> dict:
     # `vllm serve` itself, by module: the CLI wrapper looks up a distribution named "vllm", and the CPU
     # build's is "vllm-cpu".
     command = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--runner",
                "pooling", "--dtype", "float32", "--enforce-eager", "--served-model-name", "rm",
                "--gpu-memory-utilization", "0.3", "--port", str(port), "--host", "127.0.0.1"]
-    return _timed_server(command, work, work / "vllm-serve.log", port, steps)
+    return _timed_server(command, work, work / f"vllm-serve-{cores}.log", port, steps, vllm_cores_env(cores))
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -248,6 +267,8 @@ def main(argv=None) -> None:
                     help="Ray Serve environments to measure: default, throughput (HAProxy + gRPC, as make demo runs)")
     ap.add_argument("--ingress", default="colocated,separate",
                     help="rmcluster HTTP front: colocated (as serve.config.yaml ships), separate (an ingress replica)")
+    ap.add_argument("--vllm-cores", default="auto,all",
+                    help="vLLM thread bindings to measure: auto (its own: one core kept for its scheduler), all")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     if not Path(args.vllm_python).exists():
@@ -258,6 +279,12 @@ def main(argv=None) -> None:
     model_dir = demo_model_path(DEMO_SHAPES["small"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     work = Path(tempfile.mkdtemp(prefix="rm-peers-"))
+    vllm_cores = args.vllm_cores.split(",")
+    for cores in vllm_cores:
+        try:
+            vllm_cores_env(cores)  # a bad value fails here, not after the offline part
+        except ValueError as err:
+            ap.error(str(err))
     figures: dict = {"model": "random Llama classifier, hidden 256, 4 layers, float32 (scores meaningless)",
                      "torch_threads": torch.get_num_threads()}
     if not args.skip_offline:
@@ -265,21 +292,25 @@ def main(argv=None) -> None:
         corpora["_warmup"] = corpus(tokenizer, "short", 16, seed=99)
         hf = hf_loop(model_dir, corpora, args.rounds)
         rm = rmcluster_offline(model_dir, corpora, args.rounds)
-        peer = vllm_offline(args.vllm_python, model_dir, corpora, work, args.rounds)
+        peers = {cores: vllm_offline(args.vllm_python, model_dir, corpora, work, args.rounds, cores) for cores in vllm_cores}
         print(f"\nOffline, fastest of {args.rounds} cold passes ({figures['model']}; torch threads {figures['torch_threads']})")
         print("  " + ", ".join(f"{n}: {len(corpora[n]['ids'])} items, {corpora[n]['tokens']:,} tokens" for n in SIZES))
-        print(f"{'corpus':<11} {'method':<28} {'tok/s':>9} {'x HF loop':>9} {'x vLLM cache':>12} {'max |diff|':>10}")
+        print(f"{'corpus':<11} {'method':<34} {'tok/s':>9} {'x HF loop':>9} "
+              + " ".join(f"{'x vLLM cache, ' + c:>20}" for c in vllm_cores) + f" {'max |diff|':>10}")
         for name in SIZES:
             tokens, ref = corpora[name]["tokens"], hf[name]["scores"]
-            hf_tps, vllm_tps = tokens / hf[name]["seconds"], tokens / peer[f"{name}|cache"]["seconds"]
-            rows = {"HF loop": hf[name], **{f"rmcluster {s}": rm[f"{name}|{s}"] for s in ("records", "text", "input_ids")},
-                    "vLLM no prefix cache": peer[f"{name}|nocache"], "vLLM prefix cache": peer[f"{name}|cache"]}
+            hf_tps = tokens / hf[name]["seconds"]
+            bases = [tokens / peers[c][f"{name}|cache"]["seconds"] for c in vllm_cores]
+            rows = {"HF loop": hf[name], **{f"rmcluster {s}": rm[f"{name}|{s}"] for s in ("records", "text", "input_ids")}}
+            for c in vllm_cores:
+                rows[f"vLLM no prefix cache, cores {c}"] = peers[c][f"{name}|nocache"]
+                rows[f"vLLM prefix cache, cores {c}"] = peers[c][f"{name}|cache"]
             figures[name] = {}
             for method, r in rows.items():
                 tps = tokens / r["seconds"]
                 figures[name][method] = {"tok_s": tps, "max_diff": _max_diff(r["scores"], ref)}
-                print(f"{name:<11} {method:<28} {tps:>9.0f} {tps / hf_tps:>9.2f} {tps / vllm_tps:>12.2f} "
-                      f"{figures[name][method]['max_diff']:>10.1e}")
+                print(f"{name:<11} {method:<34} {tps:>9.0f} {tps / hf_tps:>9.2f} "
+                      + " ".join(f"{tps / b:>20.2f}" for b in bases) + f" {figures[name][method]['max_diff']:>10.1e}")
         _save(args.json, figures)  # the offline figures survive a failing HTTP part
     if not args.skip_http:
         convs = make_mix("best-of-8", GROUP * GROUPS_PER_STEP * (args.steps + 1), seed=11)
@@ -288,17 +319,19 @@ def main(argv=None) -> None:
         per_step = GROUP * GROUPS_PER_STEP
         steps = [texts[k : k + per_step] for k in range(0, len(texts), per_step)]
         tokens = sum(len(tokenizer(t)["input_ids"]) for s in steps[1:] for t in s) / args.steps
-        results = {"vllm serve": vllm_http(args.vllm_python, model_dir, steps, work, 8811)}
+        results = {f"vllm serve, cores {c}": vllm_http(args.vllm_python, model_dir, steps, work, 8811, c)
+                   for c in vllm_cores}
         for mode in args.serve_modes.split(","):
             for ingress in args.ingress.split(","):
                 for wait in (float(w) for w in args.waits.split(",")):
                     results[f"rmcluster {mode}, {ingress}, wait {wait:g}s"] = serve_http(
                         model_dir, wait, steps, work, 8812, mode, ingress)
                     _save(args.json, {**figures, "http_raw": results})  # what ran survives a later failure
-        base = tokens / statistics.median(results["vllm serve"]["step_seconds"])
+        bases = [tokens / statistics.median(results[f"vllm serve, cores {c}"]["step_seconds"]) for c in vllm_cores]
         print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
               f"median of {args.steps} cold steps")
-        print(f"{'server':<44} {'s/step':>7} {'tok/s':>8} {'x vllm':>7} {'p50 ms':>8} {'p99 ms':>8}  replica")
+        print(f"{'server':<44} {'s/step':>7} {'tok/s':>8} " + " ".join(f"{'x vllm ' + c:>11}" for c in vllm_cores)
+              + f" {'p50 ms':>8} {'p99 ms':>8}  replica")
         figures["http"] = {}
         for name, r in results.items():
             step = statistics.median(r["step_seconds"])
@@ -307,7 +340,8 @@ def main(argv=None) -> None:
             replica = (f"forwards {st['forward_seconds']:.1f} s, {st['forward_passes']} passes, shared "
                        f"{st['reused_tokens'] / st['tokens']:.0%}, prefix cache {st['prefix_cache'].get('reused_tokens', 0):,} "
                        f"tokens") if st else ""
-            print(f"{name:<44} {step:>7.2f} {tokens / step:>8.0f} {tokens / step / base:>7.2f} {r['p50_ms']:>8.0f} "
+            print(f"{name:<44} {step:>7.2f} {tokens / step:>8.0f} "
+                  + " ".join(f"{tokens / step / b:>11.2f}" for b in bases) + f" {r['p50_ms']:>8.0f} "
                   f"{r['p99_ms']:>8.0f}  {replica}")
     print(f"\nlogs in {work}")
     _save(args.json, figures)
