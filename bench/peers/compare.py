@@ -18,8 +18,8 @@ The model is the random hidden-256, 4-layer Llama classifier (float32): its scor
 
 vLLM runs twice, offline and over HTTP: as it sets itself up (`--vllm-cores auto`: on x86 it keeps one
 core for its scheduler process and binds its compute threads to the rest, so on a 2-core box its model
-runs on one thread) and with every core computing (`all`: `VLLM_CPU_OMP_THREADS_BIND=0-<n-1>`, as
-rmcluster's torch threads do). Ratios are printed against both.
+runs on one thread) and with every core computing (`all`: `VLLM_CPU_OMP_THREADS_BIND` set to every core
+this process may run on, as rmcluster's torch threads use them). Ratios are printed against both.
 """
 
 from __future__ import annotations
@@ -107,15 +107,24 @@ def rmcluster_offline(model_dir: Path, corpora: dict, rounds: int) -> dict:
     return out
 
 
+VLLM_CORES = ("auto", "all")
+
+
 def vllm_cores_env(cores: str) -> dict:
     """vLLM's CPU thread binding: "auto" as it chooses (one core kept for its scheduler on x86), "all" every
     core of this process computing."""
     if cores == "auto":
         return {}
-    if cores != "all":
-        raise ValueError(f"--vllm-cores takes auto and all, not {cores!r}")
-    ids = sorted(os.sched_getaffinity(0))
-    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, ids))}
+    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, sorted(os.sched_getaffinity(0))))}
+
+
+def _vllm_cores(value: str) -> list[str]:
+    """--vllm-cores: a comma list of VLLM_CORES, checked before anything runs."""
+    modes = value.split(",")
+    bad = [m for m in modes if m not in VLLM_CORES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"takes {' and '.join(VLLM_CORES)}, not {', '.join(bad)}")
+    return modes
 
 
 def vllm_offline(vllm_python: str, model_dir: Path, corpora: dict, work: Path, rounds: int, cores: str) -> dict:
@@ -267,7 +276,7 @@ def main(argv=None) -> None:
                     help="Ray Serve environments to measure: default, throughput (HAProxy + gRPC, as make demo runs)")
     ap.add_argument("--ingress", default="colocated,separate",
                     help="rmcluster HTTP front: colocated (as serve.config.yaml ships), separate (an ingress replica)")
-    ap.add_argument("--vllm-cores", default="auto,all",
+    ap.add_argument("--vllm-cores", type=_vllm_cores, default="auto,all",
                     help="vLLM thread bindings to measure: auto (its own: one core kept for its scheduler), all")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
@@ -279,12 +288,7 @@ def main(argv=None) -> None:
     model_dir = demo_model_path(DEMO_SHAPES["small"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     work = Path(tempfile.mkdtemp(prefix="rm-peers-"))
-    vllm_cores = args.vllm_cores.split(",")
-    for cores in vllm_cores:
-        try:
-            vllm_cores_env(cores)  # a bad value fails here, not after the offline part
-        except ValueError as err:
-            ap.error(str(err))
+    vllm_cores = args.vllm_cores
     figures: dict = {"model": "random Llama classifier, hidden 256, 4 layers, float32 (scores meaningless)",
                      "torch_threads": torch.get_num_threads()}
     if not args.skip_offline:
