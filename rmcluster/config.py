@@ -21,10 +21,6 @@ from .encoding import KindEncoding
 # cache pressure: 2048- and 4096-token packs measured slower than 1024). CUDA: batch-1 prefill
 # leaves the GPU idle, so as many tokens as memory comfortably allows.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768}
-# `packing: auto` per device kind, from bench/engine.py measurements. CPU: length-sorted padded
-# batches already run 99% real tokens, and packs measured equal to slightly slower (0.93-1.02x), so
-# independent sequences stay padded there; shared-prompt groups run as packs either way.
-AUTO_PACKING = {"cpu": False, "cuda": True}
 
 
 class StrictModel(BaseModel):
@@ -298,9 +294,9 @@ class BatchingConfig(StrictModel):
     max_batch_size: int = Field(64, ge=1, description="Most items in one forward pass.")
     packing: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Padding-free packing: sequences concatenated in one row, attention per sequence. "
-        "'auto': on where the model passes the load-time packing check and the device's measured default "
-        f"says so ({AUTO_PACKING}); 'off': right-padded batches (shared-prompt groups still run as packs).",
+        description="Padding-free packing: sequences concatenated in one row, attention per sequence, the last "
+        "layer at the read rows only. 'auto': on where the model passes the load-time packing check; 'off': "
+        "right-padded batches (shared-prompt groups still run as packs).",
     )
     shared_prompt: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from .batching import plan_batches, plan_packs
-from .config import AUTO_PACKING, BatchingConfig, RMConfig
+from .config import BatchingConfig, RMConfig
 from .encoding import Encoded, EncodedItem, Encoder
 from .outputs import BatchStats, ScoreOutput, ScoreResult
 from .packing import PackUnit
@@ -48,11 +48,9 @@ class ScoringEngine:
 
     @property
     def packing(self) -> bool:
-        """Whether forward passes run padding-free packs (config, scorer support and device default)."""
+        """Whether forward passes run padding-free packs (config and scorer support)."""
         mode = self.batching.packing
-        if mode == "off" or not self._supported(mode, "packing"):
-            return False
-        return mode == "on" or AUTO_PACKING.get(self.scorer.device_type, True)
+        return mode != "off" and self._supported(mode, "packing")
 
     @property
     def shared_prompt(self) -> bool:

@@ -84,6 +84,17 @@ def test_packed_budget_counts_real_tokens_and_matches_reference(demo_dir, conver
         assert s.items == 1 or (s.real_tokens <= engine.max_batch_tokens and s.items <= size)
 
 
+def test_auto_packs_on_cpu_and_matches_reference(demo_dir, conversations, reference):
+    """`packing: auto` packs on CPU too (measured faster there: bench/RESULTS.md), with the reference's scores."""
+    _, expected = reference
+    engine = _engine(demo_dir, packing="auto", shared_prompt="off")
+    assert engine.packing and engine.scorer.runner.last_layer is not None
+    stats = []
+    results = engine.score_items(conversation_items(conversations), on_batch=stats.append)
+    assert max(abs(r.score - e) for r, e in zip(results, expected)) < TOL
+    assert all(s.padded_tokens == s.real_tokens for s in stats)
+
+
 def test_tolerance_detects_sequences_attending_to_each_other(demo_dir, conversations, reference):
     """Negative control: the same packed row under plain causal attention (one sequence across the
     whole row, as transformers treats it when a cache hides the packing) is far off."""
