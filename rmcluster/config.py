@@ -17,8 +17,8 @@ from .encoding import KindEncoding
 
 # Token budgets per device kind, used when `max_batch_tokens` is left unset; padded batches count
 # padded tokens (rows x longest row), packs their real tokens, and the same budget measured best for
-# both. CPU: small batches win (big matmuls are already at peak; masks, padding and longer packs add
-# cache pressure: 2048- and 4096-token packs measured slower than 1024). CUDA: batch-1 prefill
+# both. CPU: the matmuls are at their peak by 1024 tokens (packs of 1024-3072 measured within 4% of
+# each other on the Intel VM, 2026-12-04; 2048 and 4096 slower in 2026-11 runs). CUDA: batch-1 prefill
 # leaves the GPU idle, so as many tokens as memory comfortably allows.
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 32768}
 
