@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -226,23 +227,25 @@ def _timed_server(command: list[str], cwd: Path, log_path: Path, port: int, step
 
 
 def serve_http(model_dir: Path, wait_s: float, steps: list[list[str]], work: Path, port: int,
-               mode: str = "throughput", ingress: str = "colocated") -> dict:
+               mode: str = "throughput", ingress: str = "colocated", budget: Optional[int] = None) -> dict:
     """`serve run` of the shipped config with this model; `mode` "throughput": Serve's high-throughput
     environment as `make demo` and the cluster configs set it, "default": Ray Serve's defaults;
     `ingress` "colocated" as shipped (the model replica answers HTTP), "separate": an ingress replica
-    of a quarter CPU in front of it."""
+    of a quarter CPU in front of it. `budget`: the engine's max_batch_tokens (None: the config's)."""
     from serve.demo import HIGH_THROUGHPUT_ENV
 
     config = yaml.safe_load((ROOT / "serve.config.yaml").read_text())
     config["http_options"]["port"] = port
     args = config["applications"][0]["args"]
     args["rm"]["model"] = {"name": str(model_dir), "dtype": "float32", "attn_implementation": "sdpa"}
+    if budget is not None:
+        args["rm"].setdefault("batching", {})["max_batch_tokens"] = budget
     server = args["model_server"]
     server.pop("autoscaling_config")
     server.update(num_replicas=1, batch_wait_timeout_s=wait_s, max_ongoing_requests=256, max_queued_requests=1024)
     if ingress == "separate":
         args["ingress"] = {**args["ingress"], "colocated": False, "num_replicas": 1, "num_cpus": 0.25}
-    name = f"serve-{mode}-{ingress}-{wait_s}"
+    name = f"serve-{mode}-{ingress}-{wait_s}-{budget}"
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = HIGH_THROUGHPUT_ENV if mode == "throughput" else {k: "0" for k in HIGH_THROUGHPUT_ENV}
@@ -272,6 +275,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3, help="offline passes per method; the fastest counts")
     ap.add_argument("--steps", type=int, default=3, help="timed GRPO steps per server (after one warm-up step)")
     ap.add_argument("--waits", default="0.002", help="rmcluster batch_wait_timeout_s values to measure")
+    ap.add_argument("--budgets", default="",
+                    help="rmcluster max_batch_tokens values to measure over HTTP (default: the config's own)")
     ap.add_argument("--serve-modes", default="default,throughput",
                     help="Ray Serve environments to measure: default, throughput (HAProxy + gRPC, as make demo runs)")
     ap.add_argument("--ingress", default="colocated,separate",
@@ -323,18 +328,20 @@ def main(argv=None) -> None:
         per_step = GROUP * GROUPS_PER_STEP
         steps = [texts[k : k + per_step] for k in range(0, len(texts), per_step)]
         tokens = sum(len(tokenizer(t)["input_ids"]) for s in steps[1:] for t in s) / args.steps
+        budgets = [int(b) for b in args.budgets.split(",") if b] or [None]
         results = {f"vllm serve, cores {c}": vllm_http(args.vllm_python, model_dir, steps, work, 8811, c)
                    for c in vllm_cores}
         for mode in args.serve_modes.split(","):
             for ingress in args.ingress.split(","):
                 for wait in (float(w) for w in args.waits.split(",")):
-                    results[f"rmcluster {mode}, {ingress}, wait {wait:g}s"] = serve_http(
-                        model_dir, wait, steps, work, 8812, mode, ingress)
-                    _save(args.json, {**figures, "http_raw": results})  # what ran survives a later failure
+                    for budget in budgets:
+                        label = f"rmcluster {mode}, {ingress}, wait {wait:g}s" + (f", budget {budget}" if budget else "")
+                        results[label] = serve_http(model_dir, wait, steps, work, 8812, mode, ingress, budget)
+                        _save(args.json, {**figures, "http_raw": results})  # what ran survives a later failure
         bases = [tokens / statistics.median(results[f"vllm serve, cores {c}"]["step_seconds"]) for c in vllm_cores]
         print(f"\nHTTP, GRPO steps of {per_step} per-sample /classify requests at once ({tokens:.0f} tokens/step), "
               f"median of {args.steps} cold steps")
-        print(f"{'server':<44} {'s/step':>7} {'tok/s':>8} " + " ".join(f"{'x vllm ' + c:>11}" for c in vllm_cores)
+        print(f"{'server':<57} {'s/step':>7} {'tok/s':>8} " + " ".join(f"{'x vllm ' + c:>11}" for c in vllm_cores)
               + f" {'p50 ms':>8} {'p99 ms':>8}  replica")
         figures["http"] = {}
         for name, r in results.items():
@@ -344,7 +351,7 @@ def main(argv=None) -> None:
             replica = (f"forwards {st['forward_seconds']:.1f} s, {st['forward_passes']} passes, shared "
                        f"{st['reused_tokens'] / st['tokens']:.0%}, prefix cache {st['prefix_cache'].get('reused_tokens', 0):,} "
                        f"tokens") if st else ""
-            print(f"{name:<44} {step:>7.2f} {tokens / step:>8.0f} "
+            print(f"{name:<57} {step:>7.2f} {tokens / step:>8.0f} "
                   + " ".join(f"{tokens / step / b:>11.2f}" for b in bases) + f" {r['p50_ms']:>8.0f} "
                   f"{r['p99_ms']:>8.0f}  {replica}")
     print(f"\nlogs in {work}")
