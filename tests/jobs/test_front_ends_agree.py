@@ -1,18 +1,23 @@
 """The three front ends make the same rows: `rmcluster score`, the Serve app and the corpus job.
 
 Rows must be byte-identical except `scored_at`. Float sums depend on the shape of a forward pass,
-so every path runs one item per forward (`max_batch_size: 1`): what differs between the paths is
-then only how rows are made, which is what this checks. Scores under real batching are checked
-against the HF loop elsewhere (within 1e-4).
+so every path runs one item per forward (`max_batch_size: 1`). They also depend on the number of
+torch threads: torch's single-query attention (the last layer's read row) splits its keys across
+threads, and on an AMD VM 1 against 2 threads moved half the engine's scores by up to 1.4e-6. So
+every path runs one thread, as the job's scoring actor ships (`--actor-cpus 1`). What differs
+between the paths is then only how rows are made, which is what this checks. Scores under real
+batching are checked against the HF loop elsewhere (within 1e-4).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from rmcluster.cli import main as rmcluster_main
 from rmcluster.results import table_rows
@@ -25,6 +30,17 @@ pytestmark = pytest.mark.ray
 
 APP = "reward-front-ends"
 ONE_PER_FORWARD = ["--max-batch-size", "1", "--max-length", str(MAX_LENGTH)]
+THREADS = 1  # the job's scoring actor: torch threads = its num_cpus (`--actor-cpus`, 1 as shipped)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _key(row):
@@ -60,8 +76,9 @@ def corpus(tmp_path_factory, hf_loop, token_id_convs):
 @pytest.fixture(scope="module")
 def cli_rows(corpus, demo_dir, tmp_path_factory, hf_loop, token_id_convs):
     out = tmp_path_factory.mktemp("cli") / "out.parquet"
-    assert rmcluster_main(["score", "--model", str(demo_dir), "--input", str(corpus), "--output", str(out),
-                           "--quiet", *ONE_PER_FORWARD]) == 0
+    with _torch_threads(THREADS):
+        assert rmcluster_main(["score", "--model", str(demo_dir), "--input", str(corpus), "--output", str(out),
+                               "--quiet", *ONE_PER_FORWARD]) == 0
     rows = table_rows(pq.read_table(out))
     assert any("invalid JSON" in (r["error"] or "") for r in rows)
     assert any("Field required" in (r["error"] or "") for r in rows) and any(r["error"] is None for r in rows)
@@ -80,7 +97,7 @@ def app(serve_url, demo_dir):
 
     args = ServeArgs.model_validate({
         "rm": {"model": str(demo_dir), "tokenization": {"max_length": MAX_LENGTH}, "batching": {"max_batch_size": 1}},
-        "model_server": {"num_cpus": 0.25, "num_replicas": 1},
+        "model_server": {"num_cpus": 0.25, "num_replicas": 1, "torch_threads": THREADS},
         "ingress": {"num_cpus": 0.1, "num_replicas": 1},
     })
     yield serve.run(build_app(args), name=APP, route_prefix="/front-ends")
@@ -105,7 +122,8 @@ def test_serve_handle_rows_equal_the_cli_rows(app, corpus, cli_rows):
 
 @pytest.mark.parametrize("mode", ["actors", "serve-app"])
 def test_job_rows_equal_the_cli_rows(mode, app, corpus, demo_dir, cli_rows, tmp_path):
-    argv = ["--input", str(corpus), "--output", str(tmp_path / "store"), "--model", str(demo_dir), *ONE_PER_FORWARD]
+    argv = ["--input", str(corpus), "--output", str(tmp_path / "store"), "--model", str(demo_dir), *ONE_PER_FORWARD,
+            "--actor-cpus", str(THREADS)]
     rc, _ = run_job(argv + (["--serve-app", APP] if mode == "serve-app" else []))
     assert rc == 0
     stored = sorted(table_rows(ResultsStore(str(tmp_path / "store")).read().drop_columns(["scored_at"])), key=_key)
