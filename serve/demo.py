@@ -5,6 +5,7 @@
 
 `serve run` runs as a child process (its logs go to a file); this script waits for /health,
 POSTs the seed pair to /v1/score, prints both scores and the endpoint, then waits for Ctrl-C.
+Ctrl-C or SIGTERM stops `serve run` too (it shuts Serve and its Ray instance down).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(tempfile.gettempdir()) / "rmcluster-serve-demo.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     env = {**HIGH_THROUGHPUT_ENV, **env}  # Serve's high-throughput mode, unless the caller's environment says otherwise
+    # `kill`, `timeout` and container stops send SIGTERM, whose default ends Python without `finally`: `serve run`,
+    # its Ray instance and HAProxy would outlive the demo, holding its ports.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(f"starting Serve with {args.config.name} (logs: {log_path}) ...", flush=True)
     with open(log_path, "w") as log:
         server = subprocess.Popen(serve_command(args.config), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -115,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _stop(server, already_interrupted=interrupted)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the shell's code for a signal; `finally` stops `serve run`
 
 
 def _stop(server: subprocess.Popen, already_interrupted: bool) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,47 @@ def test_demo_serves_the_shipped_config_and_scores_the_seed_pair(tmp_path, refer
         conv = [{"role": "user", "content": SEED_PAIR["prompt"]}, {"role": "assistant", "content": SEED_PAIR[label]}]
         assert abs(float(scores[label]) - reference.score(conv)) < 1e-4
     assert f"endpoint: http://127.0.0.1:{port}" in out.stdout and "meaningless" in out.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_demo_stops_serve_run_too(tmp_path):
+    """`kill`, `timeout` and container stops send SIGTERM: the demo must not leave `serve run` serving behind it."""
+    import httpx
+    import psutil
+
+    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    path = tmp_path / "serve.config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    demo = subprocess.Popen([sys.executable, "-m", "serve.demo", "--config", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tree: list = []
+    try:
+        lines = []
+        for line in demo.stdout:  # the demo prints this once the seed pair has scored
+            lines.append(line)
+            if line.startswith("serving until Ctrl-C"):
+                break
+        assert demo.poll() is None, "".join(lines)
+        tree = psutil.Process(demo.pid).children(recursive=True)
+        serve_run = psutil.Process(demo.pid).children()[0]  # its one child
+        assert str(path) in serve_run.cmdline()
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=120) == 128 + signal.SIGTERM
+        assert not serve_run.is_running()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:  # leave nothing serving if an assertion failed
+        if demo.poll() is None:
+            demo.kill()
+        for proc in tree:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 @pytest.mark.slow
