@@ -68,7 +68,9 @@ def port_in_use_hint(log_text: str) -> str | None:
         return None
     held = f"port{'s' if len(ports) > 1 else ''} {', '.join(ports)}" if ports else "a port it needs"
     return (f"hint: another process holds {held}. HAProxy from an earlier `serve run` can outlive it "
-            "(`pgrep -a haproxy`; stop it with `pkill -x haproxy`), or another server listens there.")
+            "(`pgrep -a haproxy`; stop it with `pkill -x haproxy`), or another server listens there. A second "
+            "Serve instance on this machine needs its own HAProxy ports: RAY_SERVE_HAPROXY_STATS_PORT (8404) "
+            "and RAY_SERVE_HAPROXY_METRICS_PORT (9101).")
 
 
 def main(argv: list[str] | None = None) -> int:

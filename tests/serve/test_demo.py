@@ -13,7 +13,7 @@ import yaml
 
 from rmcluster.demo_model import SEED_PAIR
 
-from tests.ports import free_port
+from tests.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,6 +78,38 @@ def test_sigterm_to_the_demo_stops_serve_run_too(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_second_instance_runs_beside_haproxys_default_ports_with_the_readme_variables(tmp_path):
+    """HAProxy's stats and metrics ports (8404, 9101) held, as by a first instance: the README's variables move them."""
+    import socket
+
+    held = []
+    for default in (8404, 9101):
+        sock = socket.socket()
+        try:
+            sock.bind(("0.0.0.0", default))
+            sock.listen()
+            held.append(sock)
+        except OSError:  # already held by something else: the case this test is about anyway
+            sock.close()
+    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
+    port, stats, metrics = free_ports(3)
+    config["http_options"]["port"] = port
+    path = tmp_path / "serve.config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(stats), RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics))
+    try:
+        out = subprocess.run([sys.executable, "-m", "serve.demo", "--config", str(path), "--exit"], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        for sock in held:
+            sock.close()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^\s+chosen\s+score = ", out.stdout, re.M)
+    assert "RAY_SERVE_HAPROXY_STATS_PORT=18404 RAY_SERVE_HAPROXY_METRICS_PORT=19101" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.slow
 def test_the_readme_trainer_snippet_runs_verbatim_beside_serve_run(tmp_path):
     """`serve run serve.config.yaml` as shipped (on a free port), then the README's snippet, unchanged."""
     from serve.demo import _stop, serve_command, wait_healthy
@@ -123,5 +155,6 @@ def test_a_port_held_by_a_leftover_haproxy_is_named_in_the_demo_error():
            "(Address already in use) for [0.0.0.0:8404]\n")
     hint = port_in_use_hint(log)
     assert hint is not None and "ports 8404, 9101" in hint and "pkill -x haproxy" in hint
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" in hint and "RAY_SERVE_HAPROXY_METRICS_PORT" in hint
     assert "a port it needs" in port_in_use_hint("OSError: [Errno 98] Address already in use")
     assert port_in_use_hint("RuntimeError: the model failed to load") is None
