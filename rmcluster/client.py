@@ -4,8 +4,8 @@
     HandleRewardClient("reward").score(conversations)          # DeploymentHandle, inside the Ray cluster
 
 Both split big inputs into chunks, keep a bounded number of chunks in flight, retry with
-exponential backoff when the server is overloaded (HTTP 503 / BackPressureError) or unreachable,
-and return scores in input order. Bad input raises `rmcluster.protocol.InvalidInputError` (422) or
+exponential backoff when the server is overloaded (HTTP 503 / BackPressureError), unreachable, or
+lost the replica mid-request, and return scores in input order. Bad input raises `rmcluster.protocol.InvalidInputError` (422) or
 `ItemRejectedError` (400) with `item` indexing the caller's full list. Importing this module is
 cheap: httpx and ray are imported when a client is made.
 """
@@ -191,6 +191,8 @@ class RewardClient(_ChunkedScorer):
     def _retryable(self, err: BaseException) -> Optional[float]:
         if isinstance(err, ServiceOverloadedError):
             return err.retry_after_s
+        if isinstance(err, ProxyError):
+            return 0.0
         httpx = self._httpx
         if isinstance(err, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                             httpx.WriteError, httpx.PoolTimeout)):
@@ -213,13 +215,27 @@ class RewardClient(_ChunkedScorer):
         self.close()
 
 
+class ProxyError(ScoringFailedError):
+    """A proxy in front of the app answered 500/502/504 for it, not in this API's error shape: the request's
+    replica went away mid-request (Serve's proxy answers a replica killed under it with a bare 500, a load
+    balancer a 502). Scoring is idempotent, so the HTTP client sends the request again."""
+
+
+# The app's own errors carry its error shape, and are final; a bare one of these came from a proxy.
+_PROXY_STATUSES = (500, 502, 504)
+
+
 def _http_error(response: Any, chunk: _Chunk) -> ScoringError:
     try:
         body = ErrorResponse.model_validate_json(response.content).error
         message, item, field = body.message, body.item, body.field
+        ours = True
     except Exception:  # noqa: BLE001 - a proxy's plain-text error page
         message, item, field = response.text or response.reason_phrase, None, None
+        ours = False
     cls = _ERRORS_BY_STATUS.get(response.status_code, ScoringFailedError)
+    if not ours and response.status_code in _PROXY_STATUSES:
+        cls = ProxyError
     if cls is ServiceOverloadedError:
         return ServiceOverloadedError(message, retry_after_s=float(response.headers.get("retry-after") or 1))
     error: ScoringError = cls(f"HTTP {response.status_code}: {message}", item=item, field=field)

@@ -19,12 +19,16 @@ MAX_LENGTH = 512
 MAX_BODY_BYTES = 256 * 1024
 
 
-def app_args(**overrides) -> dict:
-    """ServeArgs for a small demo-model app: fractional CPUs, one replica each, a short max_length."""
+def app_args(colocated: bool = False, **overrides) -> dict:
+    """ServeArgs for a small demo-model app: fractional CPUs, one replica each, a short max_length.
+
+    `colocated`: the model replicas serve HTTP themselves (`ingress.colocated`, as serve.config.yaml ships).
+    """
+    ingress = {"colocated": True} if colocated else {"num_cpus": 0.1, "num_replicas": 1}
     args = {
         "rm": {"model": "demo", "tokenization": {"max_length": MAX_LENGTH, "on_overflow": "error"}},
         "model_server": {"num_cpus": 0.25, "num_replicas": 1},
-        "ingress": {"num_cpus": 0.1, "num_replicas": 1, "max_body_bytes": MAX_BODY_BYTES},
+        "ingress": {**ingress, "max_body_bytes": MAX_BODY_BYTES},
     }
     for section, values in overrides.items():
         args[section] = {**args.get(section, {}), **values} if isinstance(values, dict) else values

@@ -94,3 +94,38 @@ def test_the_http_client_sends_pairs_and_groups_as_records_not_conversations():
     groups = [{"prompt": "p", "responses": ["a", "b", "c"]}, {"prompt": "q", "responses": ["d", "e"]}]
     assert client.score_responses(groups) == [[0.0, 1.0, 2.0], [0.0, 1.0]]
     assert [list(b) for b in sent] == [["groups"], ["groups"]]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_the_http_client_retries_a_proxys_bare_error_but_not_the_apps_own(status):
+    """Serve's proxy answers a replica killed mid-request with a bare 500 (tests/serve/test_replica_kill.py, colocated);
+    the app's own errors carry its error shape and are final."""
+    import httpx
+
+    from rmcluster.client import ProxyError, RetryPolicy, RewardClient
+    from rmcluster.protocol import ScoringFailedError
+
+    answers: list[tuple[int, dict | str]] = []  # (status, JSON body or text), one per request
+
+    def server(request: httpx.Request) -> httpx.Response:
+        status, body = answers.pop(0)
+        return httpx.Response(status, text=body) if isinstance(body, str) else httpx.Response(status, json=body)
+
+    ok = (200, {"model": "m", "scores": [1.5], "results": [{"score": 1.5, "num_tokens": 1, "truncated": False}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+    client = RewardClient("http://rm", retry=RetryPolicy(max_retries=2, backoff_s=0.01))
+    client._http = httpx.Client(base_url="http://rm", transport=httpx.MockTransport(server))
+    conv = [{"role": "user", "content": "hi"}]
+    answers[:] = [(status, "Internal Server Error"), ok]
+    assert client.score([conv]) == [1.5] and client.retry.retries == 1 and not answers
+
+    ours = {"error": {"message": "boom", "type": "internal_error", "code": status}}
+    answers[:] = [(status, ours), ok]
+    with pytest.raises(ScoringFailedError, match="boom") as caught:
+        client.score([conv])
+    assert not isinstance(caught.value, ProxyError) and client.retry.retries == 1 and len(answers) == 1
+
+    answers[:] = [(status, "Bad Gateway")] * 3
+    with pytest.raises(ProxyError):  # retried max_retries times, then the last error
+        client.score([conv])
+    assert client.retry.retries == 3 and not answers

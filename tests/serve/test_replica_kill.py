@@ -21,11 +21,12 @@ APP, ROUTE = "chaos-test", "/chaos"
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def chaos_app(serve_url):
+@pytest.fixture(params=["separate", "colocated"])
+def chaos_app(request, serve_url):
+    """The app with a separate ingress, and colocated (the model replica answers HTTP itself, as shipped)."""
     from ray import serve
 
-    deploy(APP, ROUTE, app_args())
+    deploy(APP, ROUTE, app_args(colocated=request.param == "colocated"))
     yield serve.get_deployment_handle("RewardModelServer", APP)
     serve.delete(APP)
 
