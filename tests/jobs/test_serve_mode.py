@@ -15,18 +15,20 @@ pytestmark = pytest.mark.ray
 APP = "reward-jobs-test"
 
 
-@pytest.fixture(scope="module")
-def reward_app(serve_url, demo_dir):
-    """The real app (serve/app.py) serving the demo model under the name the job's --model uses."""
+@pytest.fixture(scope="module", params=["separate", "colocated"])
+def reward_app(request, serve_url, demo_dir):
+    """The real app (serve/app.py) serving the demo model under the name the job's --model uses: with a separate
+    ingress, and colocated (the model replicas answer handle calls themselves, as serve.config.yaml ships)."""
     from ray import serve
 
     from serve.app import build_app
     from serve.args import ServeArgs
 
+    ingress = {"colocated": True} if request.param == "colocated" else {"num_cpus": 0.1, "num_replicas": 1}
     args = ServeArgs.model_validate({
         "rm": {"model": str(demo_dir), "tokenization": {"max_length": MAX_LENGTH}},
         "model_server": {"num_cpus": 0.5, "num_replicas": 1},
-        "ingress": {"num_cpus": 0.1, "num_replicas": 1},
+        "ingress": ingress,
     })
     serve.run(build_app(args), name=APP, route_prefix="/jobs-test")
     yield APP

@@ -24,15 +24,19 @@ def _long_conversation(i: int) -> list[dict]:
             {"role": "assistant", "content": f"answer {i}"}]
 
 
-@pytest.fixture(scope="module")
-def bp_app(serve_url, demo_dir):
+@pytest.fixture(scope="module", params=["separate", "colocated"])
+def bp_app(request, serve_url, demo_dir):
+    """A separate ingress with a small queue of its own, or colocated: the model replica's queue is the front."""
     from ray import serve
 
+    colocated = request.param == "colocated"
+    ingress = {} if colocated else {"max_ongoing_requests": 4, "max_queued_requests": 2, "retry_after_s": 1}
     deploy(APP, ROUTE, app_args(
+        colocated,
         rm={"tokenization": {"max_length": 4096}},
         model_server={"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 1,
                       "batch_wait_timeout_s": 0.0},
-        ingress={"max_ongoing_requests": 4, "max_queued_requests": 2, "retry_after_s": 1},
+        ingress=ingress,
     ))
     yield f"{serve_url}{ROUTE}"
     serve.delete(APP)

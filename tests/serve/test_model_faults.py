@@ -15,11 +15,12 @@ pytestmark = pytest.mark.ray
 
 APP, ROUTE = "faults-test", "/faults"
 TOL = 1e-4
-def _faulty_server_class(poison: int):
+def _faulty_server_class(poison: int, colocated: bool):
     """Defined here, so Ray ships the class by value to the replica's process."""
+    from serve.colocated import RewardServer
     from serve.model_server import RewardModelServer
 
-    class FaultyModelServer(RewardModelServer):
+    class FaultyModelServer(RewardServer if colocated else RewardModelServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.healthy = True
@@ -49,21 +50,29 @@ def poison(reference):
     return len(reference.tokenizer) - 1  # the last token learned: rare in these random conversations
 
 
-@pytest.fixture(scope="module")
-def faulty_app(serve_url, poison):
+@pytest.fixture(scope="module", params=["separate", "colocated"])
+def faulty_app(request, serve_url, poison):
+    """Wired as serve/app.py wires it: model replicas behind an ingress, or colocated (they answer HTTP and
+    handle calls themselves, as serve.config.yaml ships)."""
     from ray import serve
 
     from serve.app import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT
     from serve.args import ServeArgs
     from serve.ingress import RewardIngress
 
-    args = ServeArgs.model_validate(app_args())
-    model = serve.deployment(_faulty_server_class(poison), name=MODEL_DEPLOYMENT, health_check_period_s=1,
-                             health_check_timeout_s=5, user_config=args.batch_tuning().model_dump(),
-                             **{k: v for k, v in args.model_server.deployment_options().items()})
-    ingress = serve.deployment(serve.ingress()(RewardIngress), name=INGRESS_DEPLOYMENT,
-                               **args.ingress.deployment_options())
-    serve.run(ingress.bind(model.bind(args.rm, None), args.rm, args.ingress), name=APP, route_prefix=ROUTE)
+    colocated = request.param == "colocated"
+    args = ServeArgs.model_validate(app_args(colocated=colocated))
+    server = _faulty_server_class(poison, colocated)
+    options = {"name": MODEL_DEPLOYMENT, "health_check_period_s": 1, "health_check_timeout_s": 5,
+               "user_config": args.batch_tuning().model_dump(), **args.model_server.deployment_options()}
+    if colocated:
+        app = serve.deployment(serve.ingress()(server), **options).bind(args.rm, None, args.rm, args.ingress)
+    else:
+        model = serve.deployment(server, **options).bind(args.rm, None)
+        ingress = serve.deployment(serve.ingress()(RewardIngress), name=INGRESS_DEPLOYMENT,
+                                   **args.ingress.deployment_options())
+        app = ingress.bind(model, args.rm, args.ingress)
+    serve.run(app, name=APP, route_prefix=ROUTE)
     yield serve.get_deployment_handle(MODEL_DEPLOYMENT, APP)
     serve.delete(APP)
 
