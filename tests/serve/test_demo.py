@@ -18,14 +18,20 @@ from tests.ports import free_port, free_ports
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_demo_serves_the_shipped_config_and_scores_the_seed_pair(tmp_path, reference):
+def _shipped_config(tmp_path: Path, port: int) -> tuple[Path, dict[str, str]]:
+    """serve.config.yaml as shipped, on `port` (one nobody else uses), and an environment in which the demo
+    starts its own local Ray instance."""
     config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
-    port = free_port()
-    config["http_options"]["port"] = port  # the shipped config, on a port nobody else uses
+    config["http_options"]["port"] = port
     path = tmp_path / "serve.config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray instance
+    return path, {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+@pytest.mark.slow
+def test_demo_serves_the_shipped_config_and_scores_the_seed_pair(tmp_path, reference):
+    port = free_port()
+    path, env = _shipped_config(tmp_path, port)
     out = subprocess.run([sys.executable, "-m", "serve.demo", "--config", str(path), "--exit"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -42,12 +48,8 @@ def test_sigterm_to_the_demo_stops_serve_run_too(tmp_path):
     import httpx
     import psutil
 
-    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
     port = free_port()
-    config["http_options"]["port"] = port
-    path = tmp_path / "serve.config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    path, env = _shipped_config(tmp_path, port)
     demo = subprocess.Popen([sys.executable, "-m", "serve.demo", "--config", str(path)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tree: list = []
@@ -58,8 +60,9 @@ def test_sigterm_to_the_demo_stops_serve_run_too(tmp_path):
             if line.startswith("serving until Ctrl-C"):
                 break
         assert demo.poll() is None, "".join(lines)
-        tree = psutil.Process(demo.pid).children(recursive=True)
-        serve_run = psutil.Process(demo.pid).children()[0]  # its one child
+        process = psutil.Process(demo.pid)
+        tree = process.children(recursive=True)
+        serve_run = process.children()[0]  # its one child
         assert str(path) in serve_run.cmdline()
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
         demo.send_signal(signal.SIGTERM)
@@ -91,12 +94,8 @@ def test_a_second_instance_runs_beside_haproxys_default_ports_with_the_readme_va
             held.append(sock)
         except OSError:  # already held by something else: the case this test is about anyway
             sock.close()
-    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
     port, stats, metrics = free_ports(3)
-    config["http_options"]["port"] = port
-    path = tmp_path / "serve.config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    path, env = _shipped_config(tmp_path, port)
     env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(stats), RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics))
     try:
         out = subprocess.run([sys.executable, "-m", "serve.demo", "--config", str(path), "--exit"], cwd=REPO,
@@ -117,18 +116,15 @@ def test_the_readme_trainer_snippet_runs_verbatim_beside_serve_run(tmp_path):
     readme = (REPO / "README.md").read_text()
     snippet = readme.split("### From an RL trainer (Ray actor)\n\n```python\n", 1)[1].split("```", 1)[0]
     assert 'ray.init(address="auto")' in snippet
-    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
-    config["http_options"]["port"] = free_port()
-    path = tmp_path / "serve.config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    port = free_port()
+    path, env = _shipped_config(tmp_path, port)
     # Its own temp dir (short: Ray's socket paths have a length limit), so address="auto" finds this cluster.
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rms-", dir="/tmp")
     env["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster, reached below by its address alone
     with open(tmp_path / "serve.log", "w") as log:
         server = subprocess.Popen(serve_command(path), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(f"http://127.0.0.1:{config['http_options']['port']}", server, 300)
+        wait_healthy(f"http://127.0.0.1:{port}", server, 300)
         (tmp_path / "snippet.py").write_text(snippet)
         # The test session runs other Ray instances on this machine, so "auto" is pointed at the one `serve run`
         # started (a user's machine has just that one); the snippet itself runs as written.
