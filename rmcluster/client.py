@@ -5,9 +5,9 @@
 
 Both split big inputs into chunks, keep a bounded number of chunks in flight, retry with
 exponential backoff when the server is overloaded (HTTP 503 / BackPressureError), unreachable, or
-lost the replica mid-request, and return scores in input order. Bad input raises `rmcluster.protocol.InvalidInputError` (422) or
-`ItemRejectedError` (400) with `item` indexing the caller's full list. Importing this module is
-cheap: httpx and ray are imported when a client is made.
+lost the replica mid-request, and return scores in input order. Bad input raises
+`rmcluster.protocol.InvalidInputError` (422) or `ItemRejectedError` (400) with `item` indexing the
+caller's full list. Importing this module is cheap: httpx and ray are imported when a client is made.
 """
 
 from __future__ import annotations

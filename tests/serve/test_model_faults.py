@@ -15,6 +15,8 @@ pytestmark = pytest.mark.ray
 
 APP, ROUTE = "faults-test", "/faults"
 TOL = 1e-4
+
+
 def _faulty_server_class(poison: int, colocated: bool):
     """Defined here, so Ray ships the class by value to the replica's process."""
     from serve.colocated import RewardServer
