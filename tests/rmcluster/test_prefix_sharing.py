@@ -8,8 +8,10 @@ by hand on sequences with near-miss prefixes and full prefixes of others.
 import random
 
 import pytest
+from hypothesis import given, strategies as st
 
 from rmcluster.config import RMConfig
+from rmcluster.encoding import common_prefix_len
 from rmcluster.engine import ScoringEngine
 from rmcluster.pipeline import score_records
 from rmcluster.records import RecordError, items_from_raw
@@ -18,6 +20,15 @@ from tests.conversations import sentence
 from tests.reference import ReferenceLoop
 
 TOL = 1e-4
+
+
+@given(st.lists(st.integers(0, 3), max_size=80), st.lists(st.integers(0, 3), max_size=80), st.integers(0, 80))
+def test_common_prefix_len_equals_a_token_by_token_count(tail_a, tail_b, shared):
+    a, b = tail_a[:shared] + tail_a, tail_a[:shared] + tail_b  # a shared head, then anything
+    expected = 0
+    while expected < min(len(a), len(b)) and a[expected] == b[expected]:
+        expected += 1
+    assert common_prefix_len(a, b) == common_prefix_len(b, a) == expected
 
 
 def test_prefix_groups_by_hand():
