@@ -107,6 +107,12 @@ class PackLayout:
         self.last_positions = torch.tensor(last, dtype=torch.long, device=self.device)
         self.has_prefix = any(s.prefix_len for s in segments)
         self.has_cached = any(s.cache_slot >= 0 for s in segments)
+        # Rows each prefix-cache slot's segments read (slots are numbered 0.. in the order units took them).
+        slot_rows: dict[int, int] = {}
+        for s in segments:
+            if s.cache_slot >= 0:
+                slot_rows[s.cache_slot] = max(slot_rows.get(s.cache_slot, 0), s.prefix_end)
+        self.cached_rows = [slot_rows[slot] for slot in sorted(slot_rows)]
         self.max_kv_len = max((s.prefix_len + s.end - s.start for s in segments), default=0)
         # Built on first use per device (layers of a model split over GPUs live on several), shared by layers.
         self._masks: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -148,17 +154,20 @@ class PackLayout:
 
         Queries are the pack's rows in order. Keys are gathered per segment as prefix rows then own
         rows (`kv_index`, None when no segment has a prefix), so a bottom-right-aligned causal kernel
-        (flash-attn >= 2.1) computes exactly the segment attention.
+        (flash-attn >= 2.1) computes exactly the segment attention. `kv_index` reads the pack's rows
+        followed by the prefix-cache slots' rows (`cached_rows` of each, in slot order).
         """
-        if self.has_cached:
-            raise NotImplementedError("the varlen kernel does not read prefix-cache entries")
         if device not in self._varlen:
+            slot_start = [self.num_tokens]
+            for n in self.cached_rows:
+                slot_start.append(slot_start[-1] + n)
             cu_q, cu_k, kv_rows = [0], [0], list[int]()
             for s in self.segments:
                 cu_q.append(s.end)
                 cu_k.append(cu_k[-1] + s.prefix_len + s.end - s.start)
                 if self.has_prefix:
-                    kv_rows.extend(range(s.prefix_start, s.prefix_end))
+                    first = slot_start[s.cache_slot] if s.cache_slot >= 0 else 0
+                    kv_rows.extend(range(first + s.prefix_start, first + s.prefix_end))
                     kv_rows.extend(range(s.start, s.end))
             index = torch.tensor(kv_rows, dtype=torch.long, device=device) if self.has_prefix else None
             max_q = max((s.end - s.start for s in self.segments), default=0)

@@ -8,7 +8,8 @@ its own instead:
   segment, `is_causal` for plain segments and a small bottom-right causal mask for tails that
   continue a shared prompt. Work is the sum of per-segment attention, as in per-sequence scoring.
 - `varlen` kernel (CUDA with flash-attn): one `flash_attn_varlen_func` call over the whole pack, with
-  keys gathered per segment (prompt rows, then own rows) and flash-attn's bottom-right causal mask.
+  keys gathered per segment (prompt rows, from the pack or a prefix-cache entry, then own rows) and
+  flash-attn's bottom-right causal mask.
 
 A layer's sliding window (Mistral-style: the last `sliding_window` keys) is applied per segment.
 Anything else the function cannot honour (a mask, attention sinks, position bias, logit softcapping on
@@ -141,11 +142,11 @@ def segment_attention_forward(
     if active.captured:
         for span, kv in active.captured.items():  # layers run in order: entry `layer` of each list is this layer's
             kv.append((key[:, :, span[0]:span[1]].clone(), value[:, :, span[0]:span[1]].clone()))
+    cached = [slot[layer] for slot in active.cached] if layer is not None and active.cached else []
     if active.varlen_fn is not None:
-        return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap), None
+        return _varlen(active.varlen_fn, layout, query, key, value, scaling, window, softcap, cached), None
     if softcap is not None:
         raise NotImplementedError("sdpa has no attention-logit softcap; use flash_attention_2")
-    cached = [slot[layer] for slot in active.cached] if layer is not None and active.cached else []
     return _per_segment(layout, query, key, value, scaling, window, QUERY_STARTS.get(), cached), None
 
 
@@ -189,11 +190,19 @@ def _per_segment(layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.
 
 
 def _varlen(fn: VarlenFn, layout: PackLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            scaling: Optional[float], window: Optional[int], softcap: Optional[float]) -> torch.Tensor:
+            scaling: Optional[float], window: Optional[int], softcap: Optional[float],
+            cached: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
+    """`cached`: this layer's (keys, values) of each prefix-cache slot, gathered after the pack's own rows."""
     kv_index, cu_q, cu_k, max_q, max_k = layout.varlen_args(q.device)
     q_rows = q[0].transpose(0, 1).contiguous()  # [T, H, D]
     k_rows = k[0].transpose(0, 1)
     v_rows = v[0].transpose(0, 1)
+    if layout.cached_rows:  # then the rows of each prefix-cache slot the pack reads, as kv_index counts them
+        if len(cached) != len(layout.cached_rows):
+            raise ValueError(f"the pack reads {len(layout.cached_rows)} prefix-cache slots, {len(cached)} given")
+        slots = list(zip(cached, layout.cached_rows))
+        k_rows = torch.cat([k_rows, *(k_p[0, :, :n].transpose(0, 1) for (k_p, _), n in slots)])
+        v_rows = torch.cat([v_rows, *(v_p[0, :, :n].transpose(0, 1) for (_, v_p), n in slots)])
     if kv_index is not None:  # each segment's keys: its shared prompt's rows, then its own
         k_rows, v_rows = k_rows.index_select(0, kv_index), v_rows.index_select(0, kv_index)
     extra: dict[str, Any] = {}

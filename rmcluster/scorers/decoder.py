@@ -65,9 +65,8 @@ class DecoderRunner:
             log.warning("%s: the last layer computed at the read rows only differs from the whole layer; "
                         "it runs whole", name)
             self.last_layer = None
-        # Prefix-cache entries are read by the per-segment sdpa path (the varlen kernel does not take them).
         self.prefix_cache = PrefixCache()
-        self.supports_prefix_cache = self.supports_packing and self.varlen_fn is None and self._prefix_cache_matches()
+        self.supports_prefix_cache = self.supports_packing and self._prefix_cache_matches()
         log.info("%s: causal=%s (right padding %s attention mask), packing %s (%s), last layer %s", name,
                  self.causal, "without" if self.causal else "with",
                  "supported" if self.supports_packing else "unsupported",

@@ -60,3 +60,32 @@ def test_device_map_auto_spreads_layers_and_matches_single_gpu(demo_dir):
     a = [r.score for r in single.score_items(conversation_items(convs))]
     b = [r.score for r in spread.score_items(conversation_items(convs))]
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3
+
+
+@pytest.mark.parametrize("attn", ATTN)
+def test_bf16_prefix_cache_tracks_bf16_reference(demo_dir, attn):
+    """GRPO groups split over two calls: the second reads each group's prompt from the prefix cache (with a
+    varlen kernel, its gathered keys come from the cache entry), and scores track the bf16 reference."""
+    import random
+
+    from tests.conversations import sentence
+
+    rng = random.Random(7)
+    prompts = [{"role": "user", "content": f"question {g}: " + sentence(rng, 120)} for g in range(8)]
+    groups = [[[p, {"role": "assistant", "content": sentence(rng, rng.randint(1, 40))}] for _ in range(4)]
+              for p in prompts]
+    engine = ScoringEngine.from_config(RMConfig(model={"name": str(demo_dir), "attn_implementation": attn},
+                                                batching={"prefix_cache_tokens": 50_000}))
+    assert engine.scorer.runner.supports_prefix_cache, "the prefix cache failed its load-time probe"
+    first = engine.score_items(conversation_items([g[0] for g in groups]))
+    rest = engine.score_items(conversation_items([c for g in groups for c in g[1:]]))
+    assert engine.scorer.prefix_cache_stats()["hits"] >= len(groups)
+    convs = [g[0] for g in groups] + [c for g in groups for c in g[1:]]
+    ref = ReferenceLoop(demo_dir, dtype=torch.bfloat16, attn_implementation=attn)
+    ref.model.to("cuda")
+    with torch.no_grad():
+        expected = [ref.model(ref.ids(c).cuda()).logits[0][0].float().item() for c in convs]
+    got = [r.score for r in first + rest]
+    spread = torch.tensor(expected).std().item()
+    drift = max(abs(g - e) for g, e in zip(got, expected))
+    assert drift < 0.02 * spread + 0.05, f"bf16 drift {drift:.4f} vs score std {spread:.3f}"

@@ -15,7 +15,7 @@ from rmcluster.engine import ScoringEngine
 from rmcluster.packing import PackLayout, PackUnit
 from rmcluster.records import conversation_items, items_from_raw
 from tests.conversations import varied_conversations
-from tests.reference import ReferenceLoop
+from tests.reference import ReferenceLoop, reference_varlen
 
 TOL = 1e-4
 
@@ -49,6 +49,13 @@ def test_layout_restarts_positions_and_scores_each_last_token():
     assert cu_q.tolist() == [0, 3, 5, 6, 8, 9] and cu_k.tolist() == [0, 3, 5, 8, 12, 13]
     assert kv_index.tolist() == [0, 1, 2, 3, 4, 3, 4, 5, 3, 4, 6, 7, 8]
     assert (max_q, max_k) == (3, 4)
+    # Units whose prompts are prefix-cache entries (slots 0 and 1): their keys follow the pack's 4 rows.
+    cached = PackLayout([PackUnit([1, 2, 3], [[7], [8, 8]], [0, 1], cached_slot=0), PackUnit.single([9, 9], 2),
+                         PackUnit([4, 5], [[6]], [3], cached_slot=1)])
+    assert cached.input_ids.tolist() == [[7, 8, 8, 9, 9, 6]] and cached.cached_rows == [3, 2]
+    kv_index, cu_q, cu_k, _, max_k = cached.varlen_args(torch.device("cpu"))
+    assert cu_q.tolist() == [0, 1, 3, 5, 6] and cu_k.tolist() == [0, 4, 9, 11, 14] and max_k == 5
+    assert kv_index.tolist() == [6, 7, 8, 0, 6, 7, 8, 1, 2, 3, 4, 9, 10, 5]
     assert layout.causal_mask(2, 4, None, torch.device("cpu")).tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     assert layout.causal_mask(2, 4, 2, torch.device("cpu")).tolist() == [[0, 1, 1, 0], [0, 0, 1, 1]]
 
@@ -163,29 +170,6 @@ def test_sliding_window_model_packs_with_parity(sliding_window_dir, conversation
     assert max(ref.ids(c).shape[-1] for c in convs) > 24 * 4
     got = [r.score for r in engine.score_items(conversation_items(convs))]
     assert max(abs(g - e) for g, e in zip(got, expected)) < TOL
-
-
-def reference_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                     softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0):
-    """flash_attn_varlen_func's documented semantics in plain torch (GQA; causal aligned to the bottom
-    right), for checking the varlen plumbing on CPU. Not a kernel: slow, one segment at a time."""
-    assert q.dim() == 3 and cu_seqlens_q.dtype == torch.int32 and dropout_p == 0.0 and causal
-    rep = q.shape[1] // k.shape[1]
-    out = torch.empty_like(q)
-    for i in range(len(cu_seqlens_q) - 1):
-        qs, qe, ks, ke = (int(x) for x in (cu_seqlens_q[i], cu_seqlens_q[i + 1], cu_seqlens_k[i], cu_seqlens_k[i + 1]))
-        assert qe - qs <= max_seqlen_q and ke - ks <= max_seqlen_k
-        qi = q[qs:qe].transpose(0, 1)
-        ki = k[ks:ke].repeat_interleave(rep, 1).transpose(0, 1)
-        vi = v[ks:ke].repeat_interleave(rep, 1).transpose(0, 1)
-        scores = qi @ ki.transpose(-1, -2) * (softmax_scale or q.shape[-1] ** -0.5)
-        q_pos = torch.arange(ke - ks - (qe - qs), ke - ks)[:, None]
-        k_pos = torch.arange(ke - ks)[None, :]
-        allowed = k_pos <= q_pos
-        if window_size[0] >= 0:
-            allowed &= k_pos >= q_pos - window_size[0]
-        out[qs:qe] = (scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ vi).transpose(0, 1)
-    return out
 
 
 @pytest.mark.parametrize("model", ["demo", "sliding-window"])

@@ -128,15 +128,21 @@ def test_least_recently_used_entries_go_first():
     assert cache.rewrite([PackUnit.single(list(a) + [1], 0)], [[20]]).units[0].cached_slot == 0
 
 
-def test_the_varlen_kernel_path_has_no_prefix_cache(demo_dir, monkeypatch):
-    import rmcluster.scorers.decoder as decoder
+def test_the_varlen_kernel_path_reads_cached_prompts_with_reference_scores(demo_dir, groups, reference, monkeypatch):
+    """CUDA's whole-pack kernel, with flash-attn's semantics standing in for it on CPU: a group split over
+    calls gathers its prompt's keys from the cache entry (the load-time probes ran on this path too)."""
+    import rmcluster.segment_attention as segment_attention
+    from tests.reference import reference_varlen
 
-    monkeypatch.setattr(decoder.DecoderRunner, "_varlen_kernel", lambda self: (lambda *a, **k: None))
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(demo_dir, num_labels=1, dtype=torch.float32,
-                                                               attn_implementation="sdpa").eval()
-    runner = decoder.DecoderRunner(model, None, "varlen")
-    assert not runner.supports_prefix_cache
-    runner.configure_prefix_cache(10_000, 16)
-    assert runner.prefix_cache.capacity == 0
+    monkeypatch.setattr(segment_attention, "varlen_kernel", lambda model, device: reference_varlen)
+    engine = _engine(demo_dir, 50_000)
+    runner = engine.scorer.runner
+    assert runner.varlen_fn is reference_varlen and runner.supports_packing and runner.supports_prefix_cache
+    convs = [c for g in groups for c in g]
+    first = engine.score_items(conversation_items([g[0] for g in groups]))  # each group's prompt now cached
+    rest = engine.score_items(conversation_items([c for g in groups for c in g[1:]]))
+    expected = reference.scores(convs)
+    got = [r.score for r in first] + [r.score for r in rest]
+    order = [g * 6 for g in range(4)] + [g * 6 + k for g in range(4) for k in range(1, 6)]
+    assert max(abs(s - expected[i]) for s, i in zip(got, order)) < TOL
+    assert engine.scorer.prefix_cache_stats()["hits"] >= 4  # the second call read every group's prompt
