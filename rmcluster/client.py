@@ -217,8 +217,8 @@ class RewardClient(_ChunkedScorer):
 
 class ProxyError(ScoringFailedError):
     """A proxy in front of the app answered 500/502/504 for it, not in this API's error shape: the request's
-    replica went away mid-request (Serve's proxy answers a replica killed under it with a bare 500, a load
-    balancer a 502). Scoring is idempotent, so the HTTP client sends the request again."""
+    replica went away mid-request (Serve's Python proxy answers a replica killed under it with a bare 500; a
+    load balancer may answer 502 or 504). Scoring is idempotent, so the HTTP client sends the request again."""
 
 
 # The app's own errors carry its error shape, and are final; a bare one of these came from a proxy.
