@@ -2,8 +2,10 @@
 
 import os
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 # Read by Serve's controller, proxies and handles when they start, so set before the session's Ray
 # cluster exists: autoscaling metrics every second instead of every 10 s, so the autoscaling test
@@ -14,6 +16,7 @@ os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1
 os.environ.setdefault("RAY_SERVE_SLOW_STARTUP_WARNING_S", "5")
 os.environ.setdefault("RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S", "5")
 
+REPO = Path(__file__).resolve().parents[2]
 APP = "reward-test"
 MAX_LENGTH = 512
 MAX_BODY_BYTES = 256 * 1024
@@ -33,6 +36,16 @@ def app_args(colocated: bool = False, **overrides) -> dict:
     for section, values in overrides.items():
         args[section] = {**args.get(section, {}), **values} if isinstance(values, dict) else values
     return args
+
+
+def shipped_config(tmp_path: Path, port: int) -> tuple[Path, dict[str, str]]:
+    """serve.config.yaml as shipped, on `port` (one nobody else uses), and an environment in which `serve run`
+    starts its own local Ray instance."""
+    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
+    config["http_options"]["port"] = port
+    path = tmp_path / "serve.config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
 def deploy(name: str, route_prefix: str, args: dict):

@@ -1,6 +1,5 @@
 """`make demo` (python -m serve.demo): serve.config.yaml starts offline on CPU and the seed pair scores over HTTP."""
 
-import os
 import re
 import signal
 import subprocess
@@ -15,23 +14,13 @@ from rmcluster.demo_model import SEED_PAIR
 
 from tests.ports import free_port, free_ports
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _shipped_config(tmp_path: Path, port: int) -> tuple[Path, dict[str, str]]:
-    """serve.config.yaml as shipped, on `port` (one nobody else uses), and an environment in which the demo
-    starts its own local Ray instance."""
-    config = yaml.safe_load((REPO / "serve.config.yaml").read_text())
-    config["http_options"]["port"] = port
-    path = tmp_path / "serve.config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+from .conftest import REPO, shipped_config
 
 
 @pytest.mark.slow
 def test_demo_serves_the_shipped_config_and_scores_the_seed_pair(tmp_path, reference):
     port = free_port()
-    path, env = _shipped_config(tmp_path, port)
+    path, env = shipped_config(tmp_path, port)
     out = subprocess.run([sys.executable, "-m", "serve.demo", "--config", str(path), "--exit"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -49,7 +38,7 @@ def test_sigterm_to_the_demo_stops_serve_run_too(tmp_path):
     import psutil
 
     port = free_port()
-    path, env = _shipped_config(tmp_path, port)
+    path, env = shipped_config(tmp_path, port)
     demo = subprocess.Popen([sys.executable, "-m", "serve.demo", "--config", str(path)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tree: list = []
@@ -95,7 +84,7 @@ def test_a_second_instance_runs_beside_haproxys_default_ports_with_the_readme_va
         except OSError:  # already held by something else: the case this test is about anyway
             sock.close()
     port, stats, metrics = free_ports(3)
-    path, env = _shipped_config(tmp_path, port)
+    path, env = shipped_config(tmp_path, port)
     env.update(RAY_SERVE_HAPROXY_STATS_PORT=str(stats), RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics))
     try:
         out = subprocess.run([sys.executable, "-m", "serve.demo", "--config", str(path), "--exit"], cwd=REPO,
@@ -117,7 +106,7 @@ def test_the_readme_trainer_snippet_runs_verbatim_beside_serve_run(tmp_path):
     snippet = readme.split("### From an RL trainer (Ray actor)\n\n```python\n", 1)[1].split("```", 1)[0]
     assert 'ray.init(address="auto")' in snippet
     port = free_port()
-    path, env = _shipped_config(tmp_path, port)
+    path, env = shipped_config(tmp_path, port)
     # Its own temp dir (short: Ray's socket paths have a length limit), so address="auto" finds this cluster.
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rms-", dir="/tmp")
     env["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster, reached below by its address alone
