@@ -106,7 +106,6 @@ class PackLayout:
         self.position_ids = torch.tensor([positions], dtype=torch.long, device=self.device)
         self.last_positions = torch.tensor(last, dtype=torch.long, device=self.device)
         self.has_prefix = any(s.prefix_len for s in segments)
-        self.has_cached = any(s.cache_slot >= 0 for s in segments)
         # Rows each prefix-cache slot's segments read (slots are numbered 0.. in the order units took them).
         slot_rows: dict[int, int] = {}
         for s in segments:
